@@ -1,0 +1,35 @@
+"""User-facing errors: ``str(error)`` is one line that names the problem and the fix.
+
+The CLI prints them without a traceback, the server maps the classes to HTTP statuses, and
+the chat shows them as notifications.
+"""
+
+from __future__ import annotations
+
+
+class LynxError(Exception):
+    """A problem the user can fix."""
+
+
+class ModelError(LynxError):
+    """A model file is missing, corrupt, unknown or cannot be fetched."""
+
+
+class ProbeError(LynxError):
+    """A probe card or ONNX file is invalid or belongs to another model."""
+
+
+class SettingError(LynxError, ValueError):
+    """A request setting (alpha, temperature, …) is out of range."""
+
+
+class ContextOverflowError(LynxError):
+    """A prompt (plus what is generated) does not fit the context window."""
+
+    def __init__(self, needed: int, n_ctx: int) -> None:
+        self.needed = needed
+        self.n_ctx = n_ctx
+        super().__init__(
+            f"the prompt needs {needed} tokens but the context holds {n_ctx}: "
+            "shorten the prompt or raise --n-ctx"
+        )
