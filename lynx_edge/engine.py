@@ -422,7 +422,7 @@ class _Run:
             }
         return GenerationResult(
             answer=self.text[self.answer_start :].strip() if closed else "",
-            thinking=self.text[: self.think_end] if closed else self.text,
+            thinking=(self.text[: self.think_end] if closed else self.text).strip(),
             exited=self.exit is not None,
             exit=exit_info,
             cues=[{k: v for k, v in c.to_dict().items() if k != "type"} for c in self.cues],

