@@ -1,0 +1,3 @@
+from lynx_edge.cli import main
+
+main()
