@@ -62,7 +62,7 @@ def _wall_rate(run: Any) -> float:
 
 
 def measure_overhead(
-    model: str | None, *, n_tokens: int = 256, repeats: int = 5, n_threads: int | None = None
+    model: str | None, *, n_tokens: int = 256, repeats: int = 15, n_threads: int | None = None
 ) -> dict[str, Any]:
     """Measure P1–P3 on ``model`` (default: the embedded model) and return a report dict."""
     from llama_cpp import Llama

@@ -151,7 +151,7 @@ def bench() -> None:
 @bench.command("overhead")
 @click.option("--model", "-m", help="GGUF path or preset name.")
 @click.option("--tokens", type=int, default=256, show_default=True, help="Tokens per timed run.")
-@click.option("--repeats", type=int, default=5, show_default=True, help="Interleaved repeats per loop.")
+@click.option("--repeats", type=int, default=15, show_default=True, help="Interleaved repeats per loop.")
 @click.option("--threads", type=int, help="CPU threads (same for every loop).")
 @click.option("--out", type=click.Path(), default="bench-overhead.json", show_default=True, help="JSON report path.")
 @user_errors

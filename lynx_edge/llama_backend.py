@@ -17,6 +17,9 @@ import ctypes
 import hashlib
 import logging
 import os
+import subprocess
+import sys
+import sysconfig
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,7 @@ import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from lynx_edge.errors import ContextOverflowError, ModelError
+from lynx_edge.model_files import cache_dir
 
 _GGUF_MAGIC = b"GGUF"
 _N_BATCH = 512
@@ -35,7 +39,9 @@ _N_BATCH = 512
 llama_cpp._logger.set_verbose(bool(os.environ.get("LYNX_EDGE_VERBOSE")))
 L.llama_backend_init()
 
-_ggml = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+_LIB_DIR = Path(llama_cpp.__file__).parent / "lib"
+_SHLIB = ".dylib" if sys.platform == "darwin" else ".so"
+_ggml = ctypes.CDLL(str(_LIB_DIR / f"libggml-base{_SHLIB}"))
 _ggml.ggml_get_name.argtypes = [ctypes.c_void_p]
 _ggml.ggml_get_name.restype = ctypes.c_char_p
 _ggml.ggml_nbytes.argtypes = [ctypes.c_void_p]
@@ -49,6 +55,47 @@ _ggml.ggml_backend_tensor_get.argtypes = [
 _ggml.ggml_backend_tensor_get.restype = None
 
 log = logging.getLogger(__name__)
+_MAX_LAYERS = 16  # as in csrc/capture_cb.c
+
+
+class _CaptureState(ctypes.Structure):
+    """Shared with csrc/capture_cb.c: armed flag, wanted tensor names, output rows."""
+
+    _fields_ = [
+        ("armed", ctypes.c_int),
+        ("n_names", ctypes.c_int),
+        ("n_embd", ctypes.c_int),
+        ("captured", ctypes.c_int),
+        ("names", (ctypes.c_char * 32) * _MAX_LAYERS),
+        ("out", ctypes.POINTER(ctypes.c_float) * _MAX_LAYERS),
+    ]
+
+
+def _compiled_callback() -> int | None:
+    """Address of the C eval callback, compiled once into the cache (a dormant Python
+    callback costs ~0.2 ms per decode: llama.cpp asks it about every graph node).
+    None where no C compiler works; the Python callback is used then."""
+    src = Path(__file__).parent / "csrc" / "capture_cb.c"
+    digest = hashlib.sha256(src.read_bytes() + str(_LIB_DIR).encode()).hexdigest()[:12]
+    target = cache_dir().parent / "native" / f"capture_cb-{digest}{_SHLIB}"
+    try:
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(f".{os.getpid()}.tmp")
+            cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+            shared = "-dynamiclib" if sys.platform == "darwin" else "-shared"
+            subprocess.run(
+                [cc, "-O2", shared, "-fPIC", str(src), "-o", str(tmp), f"-L{_LIB_DIR}", "-lggml-base", f"-Wl,-rpath,{_LIB_DIR}"],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+            os.replace(tmp, target)
+        lib = ctypes.CDLL(str(target))
+        return ctypes.cast(lib.lynx_capture_cb, ctypes.c_void_p).value
+    except (OSError, subprocess.SubprocessError, AttributeError) as exc:
+        log.debug("C capture callback unavailable (%s); using the Python one", exc)
+        return None
 
 
 def default_threads() -> int:
@@ -151,10 +198,17 @@ class LlamaBackend:
         self.n_threads = n_threads or default_threads()
         self._capture_final = capture_final
         n_ctx = min(n_ctx, self.info.n_ctx_train) if self.info.n_ctx_train > 0 else n_ctx
-        self._capture_names = {f"l_out-{i - 1}".encode(): i for i in capture_layers}
-        self._captured: dict[int, np.ndarray] = {}
-        self._armed = False
-        self._callback = L.ggml_backend_sched_eval_callback(self._on_eval)
+        self._layers = sorted(capture_layers)
+        if len(self._layers) > _MAX_LAYERS:
+            raise ModelError(f"a probe can read at most {_MAX_LAYERS} intermediate layers")
+        self._rows = [np.zeros(self.info.n_embd, np.float32) for _ in self._layers]
+        self._cap = _CaptureState(armed=0, n_names=len(self._layers), n_embd=self.info.n_embd)
+        for i, layer in enumerate(self._layers):
+            self._cap.names[i].value = f"l_out-{layer - 1}".encode()
+            self._cap.out[i] = self._rows[i].ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        address = _compiled_callback() if self._layers else None
+        self.native_callback = address is not None
+        self._callback = L.ggml_backend_sched_eval_callback(address or self._on_eval)
         cparams = L.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_batch = _N_BATCH
@@ -166,9 +220,9 @@ class LlamaBackend:
         cparams.embeddings = False
         cparams.no_perf = True
         cparams.swa_full = True  # rollbacks of more than a token are safe on SWA models
-        if self._capture_names:
+        if self._layers:
             cparams.cb_eval = self._callback
-            cparams.cb_eval_user_data = None
+            cparams.cb_eval_user_data = ctypes.cast(ctypes.pointer(self._cap), ctypes.c_void_p)
         self._ctx = L.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             L.llama_model_free(self._model)
@@ -307,21 +361,21 @@ class LlamaBackend:
         if capture:
             if len(tokens) != 1:
                 raise ValueError("features are captured on single-token decodes only")
-            self._armed = bool(self._capture_names)
-            self._captured.clear()
+            self._cap.captured = 0
+            self._cap.armed = int(bool(self._layers))
             if self._capture_final:
                 L.llama_set_embeddings(self._ctx, True)
             try:
                 self._decode_chunk(tokens)
-                parts = [self._captured[i] for i in sorted(self._captured)]
+                parts = [row.copy() for row in self._rows]
                 if self._capture_final:
                     final = L.llama_get_embeddings_ith(self._ctx, -1)
                     parts.append(np.ctypeslib.as_array(final, shape=(self.info.n_embd,)).copy())
             finally:
                 if self._capture_final:
                     L.llama_set_embeddings(self._ctx, False)
-                self._armed = False
-            if len(self._captured) != len(self._capture_names):
+                self._cap.armed = 0
+            if self._cap.captured != (1 << len(self._layers)) - 1:
                 raise ModelError(
                     f"{self.info.architecture} does not name its layer outputs l_out-*: "
                     "intermediate-layer probes cannot run on it; use a final-norm-only probe"
@@ -350,20 +404,19 @@ class LlamaBackend:
         self.tokens.extend(chunk)
 
     def _on_eval(self, tensor: int, ask: bool, _user: int) -> bool:
-        if not self._armed:
+        """Python twin of csrc/capture_cb.c, for machines without a C compiler."""
+        cap = self._cap
+        if not cap.armed:
             return False
         name = _ggml.ggml_get_name(tensor)
-        layer = self._capture_names.get(name)
-        if layer is None:
-            return False
-        if ask:
-            return True
-        nbytes = _ggml.ggml_nbytes(tensor)
-        n_embd = self.info.n_embd
-        row = np.empty(n_embd, dtype=np.float32)
-        _ggml.ggml_backend_tensor_get(tensor, row.ctypes.data, nbytes - 4 * n_embd, 4 * n_embd)
-        self._captured[layer] = row
-        return True
+        for i in range(cap.n_names):
+            if cap.names[i].value == name:
+                if not ask:
+                    row = 4 * cap.n_embd
+                    _ggml.ggml_backend_tensor_get(tensor, cap.out[i], _ggml.ggml_nbytes(tensor) - row, row)
+                    cap.captured |= 1 << i
+                return True
+        return False
 
     def logits(self) -> np.ndarray:
         """Logits of the last decoded token (a view valid until the next decode)."""
