@@ -92,25 +92,18 @@ PRESETS: dict[str, ModelPreset] = {
             n_ctx=4096,
             max_tokens=512,
         ),
-        ModelPreset(
-            name="deepseek-r1-distill-qwen-1.5b",
-            description="DeepSeek-R1-Distill-Qwen-1.5B Q4_K_M (28 layers; LYNX reference layers 9/16)",
-            hf_repo="unsloth/DeepSeek-R1-Distill-Qwen-1.5B-GGUF",
-            hf_file="DeepSeek-R1-Distill-Qwen-1.5B-Q4_K_M.gguf",
-            match=r"deepseek.*r1.*distill.*qwen.*1\.5b",
-            feature_layers=(9, 16),
-            n_ctx=16384,
-            max_tokens=16384,
-        ),
-        ModelPreset(
-            name="deepseek-r1-distill-qwen-7b",
-            description="DeepSeek-R1-Distill-Qwen-7B Q4_K_M (28 layers)",
-            hf_repo="unsloth/DeepSeek-R1-Distill-Qwen-7B-GGUF",
-            hf_file="DeepSeek-R1-Distill-Qwen-7B-Q4_K_M.gguf",
-            match=r"deepseek.*r1.*distill.*qwen.*7b",
-            feature_layers=(9, 16),
-            n_ctx=16384,
-            max_tokens=16384,
+        *(
+            ModelPreset(
+                name=f"deepseek-r1-distill-qwen-{size}",
+                description=f"DeepSeek-R1-Distill-Qwen-{size.upper()} Q4_K_M (28 layers; LYNX reference layers 9/16)",
+                hf_repo=f"unsloth/DeepSeek-R1-Distill-Qwen-{size.upper()}-GGUF",
+                hf_file=f"DeepSeek-R1-Distill-Qwen-{size.upper()}-Q4_K_M.gguf",
+                match=rf"deepseek.*r1.*distill.*qwen.*{re.escape(size)}",
+                feature_layers=(9, 16),
+                n_ctx=16384,
+                max_tokens=16384,
+            )
+            for size in ("1.5b", "7b")
         ),
         *(
             ModelPreset(

@@ -41,12 +41,17 @@ def tiny_r1(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_scripted_qwen2(tmp_path_factory.mktemp("models") / "tiny-r1.gguf", R1_SCRIPT)
 
 
-@pytest.fixture(scope="session")
-def tiny_r1_info(tiny_r1: Path) -> ModelInfo:
-    backend = LlamaBackend(tiny_r1, n_ctx=256)
+def model_info(path: Path) -> ModelInfo:
+    """What a probe card is checked against, read once from a real load."""
+    backend = LlamaBackend(path, n_ctx=256)
     info = backend.info
     backend.close()
     return info
+
+
+@pytest.fixture(scope="session")
+def tiny_r1_info(tiny_r1: Path) -> ModelInfo:
+    return model_info(tiny_r1)
 
 
 @pytest.fixture(scope="session")
@@ -59,10 +64,7 @@ def smol() -> Path:
 
 @pytest.fixture(scope="session")
 def smol_info(smol: Path) -> ModelInfo:
-    backend = LlamaBackend(smol, n_ctx=256)
-    info = backend.info
-    backend.close()
-    return info
+    return model_info(smol)
 
 
 CONSTANT_CALIBRATION = {
