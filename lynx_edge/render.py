@@ -132,7 +132,8 @@ def describe_card(card: ProbeCard) -> str:
             f"  (n_pos {entry.get('n_pos', '?')}, n_neg {entry.get('n_neg', '?')})"
         )
     for entry in card.calibration.get("per_answer", []):
-        lines.append(f"per-answer α={entry['alpha']:<5} exit if p ≥ {fmt_threshold(entry['threshold'])}")
+        threshold = math.inf if entry["threshold"] is None else entry["threshold"]
+        lines.append(f"per-answer α={entry['alpha']:<5} exit if p ≥ {fmt_threshold(threshold)}")
     if card.metrics:
         lines.append("metrics    " + json.dumps(card.metrics, sort_keys=True))
     return "\n".join(lines)
