@@ -25,6 +25,7 @@ from lynx_edge.events import (
     GenerationResult,
     Savings,
     ThinkingDelta,
+    result_of,
 )
 
 __version__ = "0.1.0"
@@ -45,4 +46,5 @@ __all__ = [
     "SettingError",
     "ThinkingDelta",
     "__version__",
+    "result_of",
 ]

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from lynx_edge.engine import Engine
-from lynx_edge.events import Done
+from lynx_edge.events import result_of
 from lynx_edge.model_files import resolve_model
 from lynx_edge.probe_card import ProbeCard, model_fingerprint
 from lynx_edge.probe_export import write_mlp_onnx
@@ -32,26 +32,23 @@ SAMPLING = {"temperature": 0.6, "top_p": 0.95, "top_k": 100, "seed": 1234}
 
 def _never_exit_probe(engine: Engine, directory: Path) -> Path:
     """A probe with the preset's feature layers whose score (≈0) never clears a threshold."""
-    info = engine.backend.info
-    layers = list(engine.preset.feature_layers)
-    dim = info.n_embd * (len(layers) + 1)
-    rng = np.random.default_rng(0)
-    write_mlp_onnx(directory / "probe.onnx", [(rng.normal(0, 1e-3, (dim, 64)), np.zeros(64)), (np.zeros((64, 1)), np.array([-20.0]))])
-    ProbeCard(
-        model=model_fingerprint(info),
-        layers=layers,
+    card = ProbeCard(
+        model=model_fingerprint(engine.backend.info),
+        layers=list(engine.preset.feature_layers),
         final_norm=True,
         cues=list(engine.cues),
         exit_text=engine.exit_text,
         calibration={"per_cue": [{"delta": 0.1, "q_pos": 0.5, "q_neg": 0.5}]},
-    ).save(directory / "card.json")
+    )
+    card.save(directory / "card.json")
+    hidden = np.random.default_rng(0).normal(0, 1e-3, (card.feature_dim, 64))
+    write_mlp_onnx(directory / "probe.onnx", [(hidden, np.zeros(64)), (np.zeros((64, 1)), np.array([-20.0]))])
     return directory
 
 
 def _loop_rate(engine: Engine, n_tokens: int, lynx: bool) -> tuple[float, int]:
     """(generated tokens per second of decoding, probe calls) for one run."""
-    done = [e for e in engine.generate(PROMPT, max_tokens=n_tokens, lynx=lynx, **SAMPLING) if isinstance(e, Done)][0]
-    r = done.result
+    r = result_of(engine.generate(PROMPT, max_tokens=n_tokens, lynx=lynx, **SAMPLING))
     return r.tokens_per_second, r.probe_calls
 
 
@@ -76,8 +73,7 @@ def measure_overhead(
     llm = Llama(str(path), n_ctx=2048, n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False)
 
     def ours() -> int:
-        events = plain.generate(PROMPT, max_tokens=n_tokens, lynx=False, **SAMPLING)
-        r = [e for e in events if isinstance(e, Done)][0].result
+        r = result_of(plain.generate(PROMPT, max_tokens=n_tokens, lynx=False, **SAMPLING))
         return r.tokens["thinking"] + r.tokens["answer"]
 
     def theirs() -> int:

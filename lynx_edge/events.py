@@ -7,6 +7,7 @@ after ``Done`` skips that measurement).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -96,6 +97,15 @@ class Done(Event):
 
     type: ClassVar[str] = "done"
     result: GenerationResult
+
+
+def result_of(events: Iterable[Event]) -> GenerationResult:
+    """Run a generation to its ``Done`` event and return the result (stops there, so no
+    savings measurement runs)."""
+    for event in events:
+        if isinstance(event, Done):
+            return event.result
+    raise RuntimeError("generation ended without a Done event")
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ QUESTION = "What is 2+2?"
 
 
 def run(engine: Engine, **kwargs) -> tuple[list, Done]:
+    """All events of a greedy run on QUESTION, and its Done event."""
     events = list(engine.generate(QUESTION, temperature=0, seed=0, **kwargs))
-    return events, events[-1] if isinstance(events[-1], Done) else next(e for e in events if isinstance(e, Done))
+    return events, next(e for e in events if isinstance(e, Done))
 
 
 def text_of(events: list, kind: type) -> str:
