@@ -165,5 +165,22 @@ def bench_overhead(model, tokens, repeats, threads, out):  # noqa: ANN001, ANN20
     click.echo(f"wrote {out}")
 
 
+@main.command()
+@model_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (keep 127.0.0.1 unless the network is trusted).")
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--api-key", envvar="LYNX_EDGE_API_KEY", help="Require 'Authorization: Bearer KEY' on every route but /health.")
+@click.option("--max-queue", type=int, default=8, show_default=True, help="Requests that may wait while one runs; more get 503.")
+@user_errors
+def serve(model, probe, no_probe, alpha, mode, n_ctx, threads, host, port, api_key, max_queue):  # noqa: ANN001, ANN201
+    """Serve the model over the OpenAI chat-completions API (POST /v1/chat/completions)."""
+    from lynx_edge.server import model_id
+    from lynx_edge.server import serve as run_server
+
+    engine = load_engine(model, probe, no_probe, alpha, mode, n_ctx, threads)
+    click.echo(f"serving {model_id(engine)} (probe: {engine.probe_name or 'none'}) on http://{host}:{port}/v1", err=True)
+    run_server(engine, host=host, port=port, api_key=api_key, max_queue=max_queue)
+
+
 if __name__ == "__main__":
     main()

@@ -43,3 +43,90 @@ def per_cue_exits(p: float | np.ndarray, q_pos: float, q_neg: float) -> bool | n
 def per_cue_threshold(q_pos: float, q_neg: float) -> float:
     """The score a cue must clear to exit, for display (above 1 means never)."""
     return max(1.0 - q_pos, q_neg)
+
+
+# ---- per-answer risk control: Learn-then-Test with fixed-sequence testing -------------------
+
+
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(Bin(n, p) ≤ k), summed in log space (exact enough for n in the tens of thousands)."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    i = np.arange(k + 1)
+    logs = (
+        math.lgamma(n + 1)
+        - np.array([math.lgamma(j + 1) + math.lgamma(n - j + 1) for j in i])
+        + i * math.log(p)
+        + (n - i) * math.log1p(-p)
+    )
+    top = logs.max()
+    return float(min(1.0, math.exp(top) * np.exp(logs - top).sum()))
+
+
+def binomial_p_value(losses: int, n: int, alpha: float) -> float:
+    """p-value of H0 "risk > α" for ``losses`` 0/1 losses out of n: P(Bin(n, α) ≤ losses)."""
+    return binomial_cdf(losses, n, alpha)
+
+
+def hoeffding_bentkus_p_value(losses: int, n: int, alpha: float) -> float:
+    """Hoeffding–Bentkus p-value of H0 "risk > α" (valid for any loss in [0, 1])."""
+    risk = losses / n
+    if risk >= alpha:
+        hoeffding = 1.0
+    else:
+        kl = (risk * math.log(risk / alpha) if risk > 0 else 0.0) + (1 - risk) * math.log((1 - risk) / (1 - alpha))
+        hoeffding = math.exp(-n * kl)
+    return min(hoeffding, math.e * binomial_cdf(math.ceil(n * risk), n, alpha))
+
+
+P_VALUES = {"binomial": binomial_p_value, "hb": hoeffding_bentkus_p_value}
+
+
+def first_exit_losses(
+    traces: list[tuple[np.ndarray, np.ndarray, bool]], thresholds: np.ndarray
+) -> np.ndarray:
+    """0/1 loss per (trace, threshold): the first cue with p ≥ λ gives a wrong forced answer
+    while the full trace's answer is right. A trace is (probs, forced_correct, full_correct)
+    with its cues in order."""
+    losses = np.zeros((len(traces), len(thresholds)), dtype=np.int8)
+    for row, (probs, forced_ok, full_ok) in enumerate(traces):
+        if not full_ok or len(probs) == 0:
+            continue
+        probs = np.asarray(probs, dtype=np.float64)
+        passing = probs[None, :] >= thresholds[:, None]  # [λ, cue]
+        first = np.where(passing.any(axis=1), passing.argmax(axis=1), -1)
+        losses[row] = (first >= 0) & ~np.asarray(forced_ok, dtype=bool)[np.maximum(first, 0)]
+    return losses
+
+
+def ltt_threshold(
+    traces: list[tuple[np.ndarray, np.ndarray, bool]],
+    alpha: float,
+    *,
+    confidence: float = 0.9,
+    p_value: str = "binomial",
+) -> float | None:
+    """The smallest threshold λ that fixed-sequence testing certifies: going from the most
+    conservative λ down, every tested λ has p-value ≤ 1 − confidence for "per-answer risk > α".
+    None when even the most conservative one is not certified (too few traces: never exit)."""
+    n = len(traces)
+    if n == 0:
+        return None
+    test = P_VALUES[p_value]
+    all_probs = np.concatenate([np.asarray(t[0], np.float64) for t in traces] or [np.zeros(0)])
+    candidates = np.unique(all_probs)[::-1]  # descending: most conservative first
+    if len(candidates) == 0:
+        return None
+    losses = first_exit_losses(traces, candidates).sum(axis=0)
+    chosen = None
+    for lam, k in zip(candidates, losses):
+        if test(int(k), n, alpha) > 1.0 - confidence:
+            break
+        chosen = float(lam)
+    return chosen

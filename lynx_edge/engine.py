@@ -21,7 +21,7 @@ import random
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -50,6 +50,23 @@ from lynx_edge.probe_card import ProbeCard
 ExitStyle = Literal["conclude", "boxed"]
 BOXED_ANSWER_TOKENS = 64
 Messages = str | Sequence[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class CueFeatures:
+    """A cue's features as the probe would see them, for tools that record traces.
+
+    ``cut`` is the index of the first generated token of the cue: an exit there keeps
+    ``gen[:cut]``.
+    """
+
+    cue: str
+    token_index: int
+    cut: int
+    features: np.ndarray
+
+
+FeatureSink = Callable[[CueFeatures], None]
 
 
 @dataclass(frozen=True)
@@ -91,7 +108,7 @@ class Engine:
             resolved.path,
             n_ctx=n_ctx or self.preset.n_ctx,
             n_threads=n_threads,
-            capture_layers=self.card.layers if self.card else (),
+            capture_layers=self.card.layers if self.card else self.preset.feature_layers,
             capture_final=self.card.final_norm if self.card else True,
         )
         self.probe: OnnxProbe | None = None
@@ -158,15 +175,20 @@ class Engine:
         alpha: float | None = None,
         mode: Mode | None = None,
         measure_savings: bool = False,
+        feature_sink: FeatureSink | None = None,
     ) -> Iterator[Event]:
-        """Yield events for one answer; see ``lynx_edge.events`` for their order."""
+        """Yield events for one answer; see ``lynx_edge.events`` for their order.
+
+        ``feature_sink`` receives every cue's features (capture armed at every cue even
+        without a probe): the probe toolkit records training events through it.
+        """
         request = self._request(
             max_tokens, temperature, top_p, top_k, seed, exit_style, lynx, alpha, mode, measure_savings
         )
         prompt = self.backend.prompt_tokens(self.render_prompt(messages))
         if len(prompt) + 1 > self.backend.n_ctx:
             raise ContextOverflowError(len(prompt) + 1, self.backend.n_ctx)
-        return self._locked(_Run(self, prompt, request).events())
+        return self._locked(_Run(self, prompt, request, feature_sink).events())
 
     def _locked(self, events: Iterator[Event]) -> Iterator[Event]:
         if not self._lock.acquire(blocking=False):
@@ -202,8 +224,11 @@ class Engine:
 class _Run:
     """State of one request: the generated tokens, their text, and where thinking ends."""
 
-    def __init__(self, engine: Engine, prompt: list[int], request: Request) -> None:
+    def __init__(
+        self, engine: Engine, prompt: list[int], request: Request, sink: FeatureSink | None = None
+    ) -> None:
         self.e = engine
+        self.sink = sink
         self.b = engine.backend
         self.req = request
         self.rule = request.rule if engine.probe else None
@@ -275,7 +300,7 @@ class _Run:
         prev = len(self.text)
         self._commit(token, new, state)
         cue = self._find_cue(prev)
-        capture = cue is not None and self.rule is not None
+        capture = cue is not None and (self.rule is not None or self.sink is not None)
         feats = self.b.decode([token], capture=capture)
         if cue is not None:
             index = len(self.gen) - 1
@@ -315,6 +340,8 @@ class _Run:
         self, match: CueMatch, index: int, feats: np.ndarray | None, *, pending_token: int | None
     ) -> Iterator[Event]:
         label = cue_label(match.cue)
+        if feats is not None and self.sink is not None:
+            self.sink(CueFeatures(label, index, self._cut(match), feats))
         if feats is None or self.rule is None:
             event = CueScored(label, index, None, None, "off")
             self.cues.append(event)
@@ -330,7 +357,7 @@ class _Run:
             yield from self._exit(match, ExitTaken(label, index, score, threshold), pending_token)
 
     def _exit(self, match: CueMatch, event: ExitTaken, pending_token: int | None) -> Iterator[Event]:
-        cut = bisect_right(self.starts, match.start) - 1
+        cut = self._cut(match)
         if self.req.measure_savings:
             tail = self.gen[cut:] + ([pending_token] if pending_token is not None else [])
             self.resume = (cut, tail, self.sampler.clone())
@@ -347,6 +374,10 @@ class _Run:
             tail = self.text[self.answer_start :] if self.think_end is not None else self.text
             self.brace_depth = tail.count("{") - tail.count("}")
             self.answer_cap = len(self.gen) + BOXED_ANSWER_TOKENS
+
+    def _cut(self, match: CueMatch) -> int:
+        """Index of the generated token where the cue's text begins."""
+        return bisect_right(self.starts, match.start) - 1
 
     def _close_unfinished_thinking(self) -> Iterator[Event]:
         """The model ended inside its thinking: close it so that it writes an answer."""

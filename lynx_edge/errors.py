@@ -33,3 +33,7 @@ class ContextOverflowError(LynxError):
             f"the prompt needs {needed} tokens but the context holds {n_ctx}: "
             "shorten the prompt or raise --n-ctx"
         )
+
+
+class DataError(LynxError):
+    """A corpus or benchmark file that cannot be read as problems."""

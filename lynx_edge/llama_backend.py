@@ -340,11 +340,16 @@ class LlamaBackend:
     def reuse_prefix(self, tokens: Sequence[int]) -> int:
         """Keep the longest cached prefix of ``tokens`` (at least one token is left to decode,
         so fresh logits exist) and return how many tokens were reused."""
+        n = min(self.common_prefix(tokens), len(tokens) - 1)
+        self.truncate(n)
+        return n
+
+    def common_prefix(self, tokens: Sequence[int]) -> int:
+        """How many leading ``tokens`` the cache already holds."""
         n = 0
-        limit = min(len(self.tokens), len(tokens) - 1)
+        limit = min(len(self.tokens), len(tokens))
         while n < limit and self.tokens[n] == tokens[n]:
             n += 1
-        self.truncate(n)
         return n
 
     def check_room(self, n_new: int) -> None:

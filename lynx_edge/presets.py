@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from lynx_edge.tasks import MATH_INSTRUCTION
+
 WORD_CUES = ("wait", "hmm", "alternatively")
 BOXED_EXIT = "</think> Final Answer: \\boxed{"
 
@@ -46,31 +48,46 @@ _SMOL_SYSTEM = (
 
 
 def _exchange(question: str, thinking: str, answer: str) -> tuple[dict[str, str], dict[str, str]]:
+    """One worked example, prompted exactly as benchmark problems are (``tasks.MATH_INSTRUCTION``)."""
     return (
-        {"role": "user", "content": question},
+        {"role": "user", "content": f"{question}\n{MATH_INSTRUCTION}"},
         {"role": "assistant", "content": f"<think>\n{thinking}\n</think>\n{answer}"},
     )
 
 
+# Five short exchanges covering the one- and two-step word problems a 135M model can solve
+# (take away, equal groups, equal sharing, adding on, two steps), with a "Wait"/"Hmm" check
+# in some, so the model writes line-by-line thinking with occasional word cues.
 _SMOL_SCAFFOLD = (
     {"role": "system", "content": _SMOL_SYSTEM},
     *_exchange(
         "Lisa had 15 stickers. She gave some stickers to her friend. Now she has 9 stickers. "
         "How many stickers did she give to her friend?",
-        "Lisa had 15 stickers and now has 9.\nThe stickers she gave away are the difference: "
-        "15 - 9 = 6.\nWait, check: 9 + 6 = 15. Yes.",
-        "She gave 15 - 9 = 6 stickers. The answer is \\boxed{6}.",
+        "Lisa had 15 stickers and now has 9.\nShe gave away the difference: 15 - 9 = 6.\n"
+        "Wait, check: 9 + 6 = 15. Yes.",
+        "The answer is \\boxed{6}.",
     ),
     *_exchange(
         "Each bag has 7 marbles. How many marbles are in 4 bags?",
         "There are 4 bags with 7 marbles each.\nEqual groups means multiply: 4 * 7 = 28.",
-        "There are 4 * 7 = 28 marbles. The answer is \\boxed{28}.",
+        "The answer is \\boxed{28}.",
+    ),
+    *_exchange(
+        "Sam has 24 cookies. He shares them equally among 6 friends. How many cookies does each friend get?",
+        "24 cookies are shared equally by 6 friends.\nSharing equally means divide: 24 / 6 = 4.\n"
+        "Hmm, check: 6 * 4 = 24. Yes.",
+        "The answer is \\boxed{4}.",
     ),
     *_exchange(
         "Tom has 5 apples. He buys 3 more apples. How many apples does Tom have now?",
-        "Tom starts with 5 apples.\nHe buys 3 more, so I add: 5 + 3 = 8.\n"
-        "Hmm, buying more means adding, so 8 is right.",
-        "Tom has 5 + 3 = 8 apples. The answer is \\boxed{8}.",
+        "Tom starts with 5 apples.\nHe buys 3 more, so add: 5 + 3 = 8.",
+        "The answer is \\boxed{8}.",
+    ),
+    *_exchange(
+        "A store had 40 shirts. It sold 12 shirts in the morning and 9 shirts in the afternoon. "
+        "How many shirts are left?",
+        "The store sold 12 + 9 = 21 shirts.\nShirts left: 40 - 21 = 19.\nWait, check: 19 + 21 = 40. Yes.",
+        "The answer is \\boxed{19}.",
     ),
 )
 
@@ -91,6 +108,8 @@ PRESETS: dict[str, ModelPreset] = {
             scaffold=_SMOL_SCAFFOLD,
             n_ctx=4096,
             max_tokens=512,
+            # a 135M model reasons far better greedily: ~15 % of MAWPS vs ~2 % at T 0.6
+            temperature=0.0,
         ),
         *(
             ModelPreset(

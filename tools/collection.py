@@ -1,0 +1,164 @@
+"""A collection directory: what ``collect`` writes and ``train``/``calibrate`` read.
+
+Layout (everything appended, so an interrupted run resumes where it stopped)::
+
+    manifest.json       model fingerprint, layers, cues, exit text, scaffold, settings
+    traces.jsonl        one line per finished problem (answer, grade, cue events, timings)
+    shards/NNNNN.npz    cue features of the problems in a batch of lines of traces.jsonl
+    train.npz cal.npz test.npz   per split: features, labels, trace ids, positions, cuts
+
+A shard is written (atomically) before its problems' lines, and a line names its shard, so
+a crash between the two leaves rows that no line claims; they are ignored and redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lynx_edge.errors import LynxError
+
+SPLITS = ("train", "cal", "test")
+MANIFEST = "manifest.json"
+TRACES = "traces.jsonl"
+
+
+class CollectionError(LynxError):
+    """A collection directory that is missing, partial, or made with other settings."""
+
+
+@dataclass
+class SplitEvents:
+    """The cue events of one split, row-aligned."""
+
+    features: np.ndarray  # float32 [n, D]
+    labels: np.ndarray  # uint8 [n]: 1 = the forced answer at this cue is right
+    trace_ids: np.ndarray  # str [n]
+    positions: np.ndarray  # int32 [n]: generated-token index of the cue's last token
+    cuts: np.ndarray  # int32 [n]: generated-token index where the cue begins
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class Collection:
+    """Read and append to one collection directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    def manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.is_file():
+            raise CollectionError(
+                f"{self.root} is not a collection (no {MANIFEST}): run `python -m tools collect --out {self.root}` first"
+            )
+        return json.loads(self.manifest_path.read_text())
+
+    def start(self, manifest: dict[str, Any]) -> None:
+        """Create the directory, or check that a resumed run uses the same settings."""
+        if self.manifest_path.is_file():
+            old = self.manifest()
+            changed = [k for k in manifest if k != "data" and old.get(k) != manifest[k]]
+            if changed:
+                raise CollectionError(
+                    f"{self.root} was collected with other {', '.join(changed)}: "
+                    "pass the same settings to resume, or another --out"
+                )
+            return
+        (self.root / "shards").mkdir(parents=True, exist_ok=True)
+        self.manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+    def traces(self) -> list[dict[str, Any]]:
+        """Finished problems, in the order they were collected (a torn last line is dropped)."""
+        path = self.root / TRACES
+        if not path.is_file():
+            return []
+        out = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def append(self, records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
+        """Write one shard with ``rows`` (cue events) and then the ``records`` naming it."""
+        shard_dir = self.root / "shards"
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        name = f"{len(list(shard_dir.glob('*.npz'))):05d}.npz"
+        tmp = shard_dir / f".{name}.tmp.npz"
+        dim = rows[0]["features"].shape[0] if rows else 0
+        np.savez(
+            tmp,
+            features=np.stack([r["features"] for r in rows]) if rows else np.zeros((0, dim), np.float32),
+            labels=np.array([r["label"] for r in rows], dtype=np.uint8),
+            trace_ids=np.array([r["trace_id"] for r in rows], dtype=str),
+            positions=np.array([r["position"] for r in rows], dtype=np.int32),
+            cuts=np.array([r["cut"] for r in rows], dtype=np.int32),
+        )
+        os.replace(tmp, shard_dir / name)
+        with (self.root / TRACES).open("a", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(json.dumps({**record, "shard": name}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def write_splits(self) -> dict[str, int]:
+        """Gather the shards into one compressed file per split; returns events per split."""
+        claimed = {(t["id"], t["shard"]): t["split"] for t in self.traces()}
+        parts: dict[str, list[dict[str, np.ndarray]]] = {s: [] for s in SPLITS}
+        for shard in sorted((self.root / "shards").glob("[0-9]*.npz")):
+            with np.load(shard) as data:
+                arrays = {k: data[k] for k in data.files}
+            split_of = np.array([claimed.get((t, shard.name), "") for t in arrays["trace_ids"]])
+            for split in SPLITS:
+                keep = split_of == split
+                if keep.any():
+                    parts[split].append({k: v[keep] for k, v in arrays.items()})
+        counts = {}
+        for split in SPLITS:
+            if parts[split]:
+                merged = {k: np.concatenate([p[k] for p in parts[split]]) for k in parts[split][0]}
+            else:
+                dim = self._feature_dim()
+                merged = {
+                    "features": np.zeros((0, dim), np.float32),
+                    "labels": np.zeros(0, np.uint8),
+                    "trace_ids": np.zeros(0, dtype=str),
+                    "positions": np.zeros(0, np.int32),
+                    "cuts": np.zeros(0, np.int32),
+                }
+            np.savez_compressed(self.root / f"{split}.npz", **merged)
+            counts[split] = len(merged["labels"])
+        return counts
+
+    def _feature_dim(self) -> int:
+        m = self.manifest()
+        return int(m["model"]["n_embd"]) * (len(m["layers"]) + int(m["final_norm"]))
+
+    def load_split(self, split: str) -> SplitEvents:
+        path = self.root / f"{split}.npz"
+        if not path.is_file():
+            raise CollectionError(f"{path} is missing: finish `python -m tools collect --out {self.root}` first")
+        with np.load(path) as data:
+            return SplitEvents(**{k: data[k] for k in data.files})
+
+    def traces_by_split(self) -> dict[str, list[dict[str, Any]]]:
+        by: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+        for t in self.traces():
+            by[t["split"]].append(t)
+        return by
+
+
+def done_ids(traces: Iterable[dict[str, Any]]) -> set[str]:
+    return {t["id"] for t in traces}
