@@ -10,7 +10,7 @@ from llama_cpp import Llama
 
 from conftest import ALWAYS, make_probe
 from lynx_edge import Engine
-from lynx_edge.events import Done, ThinkingDelta
+from lynx_edge.events import Done, ThinkingDelta, result_of
 from lynx_edge.llama_backend import LlamaBackend
 
 def llama_text(path: Path, tokens: list[int]) -> str:
@@ -81,3 +81,12 @@ def test_no_exit_equals_llama_cpp_greedy_completion(smol: Path) -> None:
         assert ours.startswith(text + engine.conclude_text)
     else:
         assert ours == text
+
+
+def test_default_model_runs_with_its_shipped_probe() -> None:
+    """`Engine()` picks probes/smollm2-135m, made for exactly this GGUF, and scores cues."""
+    engine = Engine()
+    assert engine.card is not None and engine.probe_name == "smollm2-135m"
+    result = result_of(engine.generate("Tom has 5 apples. He buys 3 more. How many apples now?", max_tokens=200))
+    engine.close()
+    assert result.probe == "smollm2-135m" and result.probe_calls >= 1

@@ -77,7 +77,8 @@ def _events(traces: Sequence[Trace]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _finite(q: float) -> float | None:
-    return None if not np.isfinite(q) else round(float(q), 6)
+    """A quantile for the card: null for +∞, else exact (rounding could loosen the rule)."""
+    return None if not np.isfinite(q) else float(q)
 
 
 def calibrate(traces: Sequence[Trace], *, deltas=DELTAS, alphas=ALPHAS, confidence=CONFIDENCE, p_value="binomial"):
@@ -95,7 +96,7 @@ def calibrate(traces: Sequence[Trace], *, deltas=DELTAS, alphas=ALPHAS, confiden
     for alpha in alphas:
         lam = ltt_threshold(ltt, alpha, confidence=confidence, p_value=p_value)
         per_answer.append(
-            {"alpha": alpha, "threshold": None if lam is None else round(lam, 6),
+            {"alpha": alpha, "threshold": lam,
              "confidence": confidence, "n_traces": len(traces)}
         )
     return {"per_cue": per_cue, "per_answer": per_answer}

@@ -58,17 +58,19 @@ def fit(events: SplitEvents, *, seed: int = 0, max_iter: int = 200) -> TrainedPr
     x = events.features.astype(np.float64)
     y = events.labels.astype(int)
     weights = balanced_weights(y)
+    # a stratified 20 % validation split needs a few events of each class
+    early = min(int(y.sum()), int(len(y) - y.sum())) >= MIN_CLASS_FOR_EARLY_STOP
+    fitted = int(len(y) * 0.8) if early else len(y)
     scaler = StandardScaler().fit(x)
     mlp = MLPClassifier(
         hidden_layer_sizes=(256, 64),
         activation="relu",
         solver="adam",
         alpha=1e-4,
-        batch_size=min(200, len(y)),
+        batch_size=max(1, min(200, fitted)),
         learning_rate_init=1e-3,
         max_iter=max_iter,
-        # a stratified 20 % validation split needs a few events of each class
-        early_stopping=min(int(y.sum()), int(len(y) - y.sum())) >= MIN_CLASS_FOR_EARLY_STOP,
+        early_stopping=early,
         validation_fraction=0.2,
         n_iter_no_change=10,
         random_state=seed,
@@ -104,6 +106,7 @@ def export(probe: TrainedProbe, path: Path, check: np.ndarray) -> float:
         if gap >= ONNX_TOLERANCE:
             raise TrainingError(f"the ONNX export differs from the trained model by {gap:.2e} (limit {ONNX_TOLERANCE})")
         os.replace(tmp, path)
+        path.chmod(0o644)  # mkstemp makes it private; a shipped probe must be readable by all
         return gap
     finally:
         tmp.unlink(missing_ok=True)
