@@ -33,7 +33,7 @@ def server() -> Iterator[dict]:
     engine = Engine(n_ctx=2048)
     app = create_app(engine, api_key=KEY, max_queue=3)
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", log_config=None))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
