@@ -79,7 +79,11 @@ def select_rule(
             f"this probe has no {mode} entry at or below alpha={alpha} "
             f"(smallest calibrated is {smallest}): pass --alpha {smallest} or higher"
         )
-    entry = max(eligible, key=lambda e: float(e[level_key]))
+    return entry_rule(mode, max(eligible, key=lambda e: float(e[level_key])))
+
+
+def entry_rule(mode: Mode, entry: dict[str, Any]) -> ExitRule:
+    """The rule one calibration entry of a card stands for (null quantiles are +∞)."""
     if mode == "per-answer":
         return ExitRule(mode, float(entry["alpha"]), lam=_q(entry["threshold"]))
     return ExitRule(mode, float(entry["delta"]), q_pos=_q(entry["q_pos"]), q_neg=_q(entry["q_neg"]))

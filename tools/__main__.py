@@ -35,14 +35,11 @@ def main() -> None:
 @user_errors
 def collect(model, data, out, limit, temperature, top_p, max_tokens, seed, train_frac, cal_frac, baseline, batch, threads):  # noqa: ANN001
     """Generate traces, capture cue features, and label each cue by a forced exit."""
-    from lynx_edge.model_files import resolve_model
     from tools.collect import run_collect, throughput
     from tools.collection import Collection
 
     if not (0 < train_frac < 1 and 0 < cal_frac < 1 and train_frac + cal_frac < 1):
         raise click.BadParameter("train and cal fractions must be positive and sum to less than 1")
-    if max_tokens is None:
-        max_tokens = resolve_model(model).preset.max_tokens
     try:
         counts = run_collect(
             model=model, data=data, out=out, limit=limit, temperature=temperature, top_p=top_p,

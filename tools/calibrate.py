@@ -24,7 +24,7 @@ import numpy as np
 from lynx_edge.conformal import class_conditional_quantiles, first_exit_losses, ltt_threshold
 from lynx_edge.errors import ProbeError
 from lynx_edge.onnx_probe import OnnxProbe
-from lynx_edge.policy import ExitRule
+from lynx_edge.policy import ExitRule, entry_rule
 from lynx_edge.probe_card import CARD_NAME, ProbeCard
 from tools.collection import Collection
 from tools.train import TRAINING, scores
@@ -103,17 +103,10 @@ def calibrate(traces: Sequence[Trace], *, deltas=DELTAS, alphas=ALPHAS, confiden
 
 
 def rules(calibration: dict[str, list[dict[str, Any]]]) -> list[ExitRule]:
-    inf = float("inf")
-    out = [
-        ExitRule("per-cue", e["delta"], q_pos=inf if e["q_pos"] is None else e["q_pos"],
-                 q_neg=inf if e["q_neg"] is None else e["q_neg"])
-        for e in calibration["per_cue"]
+    """Every calibrated rule of a card, per cue then per answer."""
+    return [entry_rule("per-cue", e) for e in calibration["per_cue"]] + [
+        entry_rule("per-answer", e) for e in calibration["per_answer"]
     ]
-    out += [
-        ExitRule("per-answer", e["alpha"], lam=inf if e["threshold"] is None else e["threshold"])
-        for e in calibration["per_answer"]
-    ]
-    return out
 
 
 def _passes(rule: ExitRule, probs: np.ndarray) -> np.ndarray:
@@ -123,12 +116,12 @@ def _passes(rule: ExitRule, probs: np.ndarray) -> np.ndarray:
 def measure(rule: ExitRule, traces: Sequence[Trace]) -> dict[str, Any]:
     """What ``rule`` does on ``traces``: per-cue and per-answer premature-exit rates, exit
     rate, tokens saved, accuracy with exits (first passing cue wins)."""
-    probs, labels = _events(traces)
-    passing = _passes(rule, probs)
-    negatives = ~labels
+    passing = [_passes(rule, t.probs) for t in traces]
+    negatives = ~_events(traces)[1]
+    all_passing = np.concatenate(passing) if passing else np.zeros(0, dtype=bool)
     exits = premature = right = used = natural = 0
-    for t in traces:
-        hit = np.flatnonzero(_passes(rule, t.probs))
+    for t, passes in zip(traces, passing):
+        hit = np.flatnonzero(passes)
         natural += t.natural_tokens
         if len(hit):
             j = int(hit[0])
@@ -143,7 +136,7 @@ def measure(rule: ExitRule, traces: Sequence[Trace]) -> dict[str, Any]:
     return {
         "mode": rule.mode,
         "level": rule.level,
-        "per_cue_premature_exit_rate": round(float(passing[negatives].mean()), 4) if negatives.any() else None,
+        "per_cue_premature_exit_rate": round(float(all_passing[negatives].mean()), 4) if negatives.any() else None,
         "per_answer_premature_exit_rate": round(premature / n, 4),
         "exit_rate": round(exits / n, 4),
         "accuracy_with_exits": round(right / n, 4),
@@ -196,8 +189,7 @@ def run_calibrate(
     store = Collection(collection)
     manifest = store.manifest()
     _check_probe(probe_dir, manifest)
-    dim = int(manifest["model"]["n_embd"]) * (len(manifest["layers"]) + int(manifest["final_norm"]))
-    probe = OnnxProbe(probe_dir / "probe.onnx", dim)
+    probe = OnnxProbe(probe_dir / "probe.onnx", store.feature_dim)
     cal = held_out_traces(store, "cal", probe)
     test = held_out_traces(store, "test", probe)
     calibration = calibrate(cal, p_value=p_value)

@@ -144,7 +144,7 @@ def run_collect(
     limit: int | None,
     temperature: float,
     top_p: float,
-    max_tokens: int,
+    max_tokens: int | None,
     seed: int,
     fractions: tuple[float, float],
     baseline: int,
@@ -158,15 +158,17 @@ def run_collect(
         echo(note, err=True)
     problems = order(problems, seed)[:limit] if limit else order(problems, seed)
     engine = Engine(model, probe=None, n_threads=threads)
+    max_tokens = max_tokens or engine.preset.max_tokens
     collector = Collector(engine, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
     store = Collection(out)
     store.start(collector.manifest(data, fractions))
-    finished = done_ids(store.traces())
+    kept = store.traces()
+    finished = done_ids(kept)
     todo = [p for p in problems if p.id not in finished]
     echo(f"{engine.model_name}: {len(problems)} problems, {len(problems) - len(todo)} already collected, {len(todo)} to go")
     records: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
-    timed = sum(1 for t in store.traces() if "plain_seconds" in t)
+    timed = sum(1 for t in kept if "plain_seconds" in t)
     try:
         with click.progressbar(todo, label="collect", show_eta=True, show_pos=True) as bar:
             for problem in bar:

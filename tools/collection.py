@@ -97,15 +97,7 @@ class Collection:
         shard_dir.mkdir(parents=True, exist_ok=True)
         name = f"{len(list(shard_dir.glob('*.npz'))):05d}.npz"
         tmp = shard_dir / f".{name}.tmp.npz"
-        dim = rows[0]["features"].shape[0] if rows else 0
-        np.savez(
-            tmp,
-            features=np.stack([r["features"] for r in rows]) if rows else np.zeros((0, dim), np.float32),
-            labels=np.array([r["label"] for r in rows], dtype=np.uint8),
-            trace_ids=np.array([r["trace_id"] for r in rows], dtype=str),
-            positions=np.array([r["position"] for r in rows], dtype=np.int32),
-            cuts=np.array([r["cut"] for r in rows], dtype=np.int32),
-        )
+        np.savez(tmp, **self._arrays(rows))
         os.replace(tmp, shard_dir / name)
         with (self.root / TRACES).open("a", encoding="utf-8") as fh:
             for record in records:
@@ -130,21 +122,26 @@ class Collection:
             if parts[split]:
                 merged = {k: np.concatenate([p[k] for p in parts[split]]) for k in parts[split][0]}
             else:
-                dim = self._feature_dim()
-                merged = {
-                    "features": np.zeros((0, dim), np.float32),
-                    "labels": np.zeros(0, np.uint8),
-                    "trace_ids": np.zeros(0, dtype=str),
-                    "positions": np.zeros(0, np.int32),
-                    "cuts": np.zeros(0, np.int32),
-                }
+                merged = self._arrays([])
             np.savez_compressed(self.root / f"{split}.npz", **merged)
             counts[split] = len(merged["labels"])
         return counts
 
-    def _feature_dim(self) -> int:
+    @property
+    def feature_dim(self) -> int:
+        """Width of one cue's features: n_embd per captured layer plus the final norm."""
         m = self.manifest()
         return int(m["model"]["n_embd"]) * (len(m["layers"]) + int(m["final_norm"]))
+
+    def _arrays(self, rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+        """Cue-event rows as the row-aligned arrays of a shard or split file."""
+        return {
+            "features": np.stack([r["features"] for r in rows]) if rows else np.zeros((0, self.feature_dim), np.float32),
+            "labels": np.array([r["label"] for r in rows], dtype=np.uint8),
+            "trace_ids": np.array([r["trace_id"] for r in rows], dtype=str),
+            "positions": np.array([r["position"] for r in rows], dtype=np.int32),
+            "cuts": np.array([r["cut"] for r in rows], dtype=np.int32),
+        }
 
     def load_split(self, split: str) -> SplitEvents:
         path = self.root / f"{split}.npz"
