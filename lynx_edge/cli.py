@@ -111,6 +111,25 @@ def run(prompt, model, probe, no_probe, alpha, mode, n_ctx, threads, no_exit, se
 
 
 @main.command()
+@model_options
+@click.option("--max-tokens", type=int, help="Cap on generated tokens per reply (default: the preset's).")
+@click.option("--no-measure-savings", is_flag=True, help="Do not finish un-exited thinking in the background to measure the saving.")
+@user_errors
+def chat(model, probe, no_probe, alpha, mode, n_ctx, threads, max_tokens, no_measure_savings):  # noqa: ANN001, ANN201
+    """Terminal chat: live thinking with every exit decision, answers, tokens saved, history."""
+    from lynx_edge.chat_app import ChatApp
+    from lynx_edge.policy import check_alpha
+
+    check_alpha(alpha)
+    app = ChatApp(
+        lambda: load_engine(model, probe, no_probe, alpha, mode, n_ctx, threads),
+        measure_savings=not no_measure_savings,
+        max_tokens=max_tokens,
+    )
+    app.run()
+
+
+@main.command()
 def models() -> None:
     """List model presets and the GGUF files already on this machine."""
     from lynx_edge.model_files import cache_dir, cached_file, packaged_file
@@ -143,9 +162,63 @@ def probe_info(path: str) -> None:
     click.echo(describe_card(ProbeCard.load(Path(path))))
 
 
-@main.group()
-def bench() -> None:
-    """Benchmarks against plain llama.cpp, measured in the same run."""
+def fractions(ctx: click.Context, param: click.Parameter, value: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(sorted(set(value)))
+
+
+@main.group(invoke_without_command=True)
+@click.option("--data", "-d", multiple=True, type=click.Path(), help="Benchmark JSONL (GSM8K, MATH-500, AIME, CommonsenseQA, SVAMP, ASDiv, MAWPS); repeatable.")
+@click.option("--out", "-o", type=click.Path(), default="bench-out", show_default=True, help="Output directory (resumable).")
+@click.option("--limit", type=int, help="Take this many problems (a seeded mix of all files).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the problem order and every trace.")
+@click.option("--model", "-m", help="GGUF path or preset name.")
+@click.option("--probe", type=click.Path(), help="Probe directory (default: the model's shipped probe).")
+@click.option("--threads", type=int, help="CPU threads for llama.cpp.")
+@click.option("--n-ctx", type=int, help="Context size (default: the preset's).")
+@click.option("--max-tokens", type=int, help="Cap on a full trace (default: the preset's).")
+@click.option("--temperature", "-t", type=float, help="Trace sampling temperature (default: the preset's).")
+@click.option("--top-p", type=float, help="Trace nucleus probability (default: the preset's).")
+@click.option("--deer-lambda", type=float, multiple=True, default=(0.95,), show_default=True, callback=fractions, help="DEER confidence threshold; repeatable.")
+@click.option("--deer-cues", help="Comma-separated cues where DEER tries an answer (default: all the model's cues).")
+@click.option("--budget", type=float, multiple=True, default=(0.25, 0.5, 0.75), show_default=True, callback=fractions, help="Hard thinking budget as a fraction of the median full thinking length; repeatable.")
+@click.pass_context
+@user_errors
+def bench(ctx, data, out, limit, seed, model, probe, threads, n_ctx, max_tokens, temperature, top_p, deer_lambda, deer_cues, budget):  # noqa: ANN001, ANN201, E501
+    """Paired evaluation: full thinking, LYNX at every calibrated level, DEER and fixed
+    budgets, all on the same trace of each problem. `bench overhead`: cost against plain
+    llama.cpp."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not data:
+        raise click.UsageError("pass --data FILE (e.g. a SVAMP or GSM8K JSONL), or a subcommand such as `overhead`")
+    from lynx_edge.bench_eval import BenchDir, BenchSettings, click_progress, run_bench
+    from lynx_edge.bench_report import write_report
+    from lynx_edge.engine import Engine
+    from lynx_edge.tasks import load_many, order
+
+    problems, notes = load_many(data)
+    for note in notes:
+        click.echo(note, err=True)
+    problems = order(problems, seed)[:limit] if limit else order(problems, seed)
+    settings = BenchSettings(
+        seed=seed, max_tokens=max_tokens, temperature=temperature, top_p=top_p, deer_lambdas=deer_lambda,
+        deer_cues=tuple(c.strip().lower() for c in deer_cues.split(",") if c.strip()) if deer_cues else (),
+        budgets=budget,
+    )
+    settings.check()
+    engine = Engine(model, probe=probe or "auto", n_ctx=n_ctx, n_threads=threads)
+    store = BenchDir(out)
+    click.echo(f"{engine.model_name} · probe {engine.probe_name or 'none'} · {len(problems)} problems → {out}", err=True)
+    try:
+        summary = run_bench(engine, problems, settings, store, data, progress=click_progress)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: finished problems are kept in {out}; run the same command to resume", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        engine.close()
+    paths = write_report(summary, Path(out))
+    click.echo(paths[1].read_text())
+    click.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
 @bench.command("overhead")
@@ -162,6 +235,25 @@ def bench_overhead(model, tokens, repeats, threads, out):  # noqa: ANN001, ANN20
     report = measure_overhead(model, n_tokens=tokens, repeats=repeats, n_threads=threads)
     Path(out).write_text(json.dumps(report, indent=2) + "\n")
     click.echo(format_table(report))
+    click.echo(f"wrote {out}")
+
+
+@bench.command("chat")
+@click.option("--model", "-m", help="GGUF path or preset name.")
+@click.option("--prompt", default="Write a long story about a cat who learns to fly.", show_default=True, help="A prompt that keeps the model writing for all --tokens.")
+@click.option("--tokens", type=int, default=256, show_default=True, help="Tokens per timed answer.")
+@click.option("--repeats", type=int, default=7, show_default=True, help="Interleaved repeats.")
+@click.option("--threads", type=int, help="CPU threads (same for both).")
+@click.option("--out", type=click.Path(), default="bench-chat.json", show_default=True, help="JSON report path.")
+@user_errors
+def bench_chat(model, prompt, tokens, repeats, threads, out):  # noqa: ANN001, ANN201
+    """Tokens/s inside the chat app against the plain `lynx-edge run` loop, same engine and prompt."""
+    from lynx_edge.bench_chat import measure_chat_speed
+
+    report = measure_chat_speed(model, prompt, max_tokens=tokens, repeats=repeats, n_threads=threads)
+    Path(out).write_text(json.dumps(report, indent=2) + "\n")
+    click.echo(f"run  {report['median_run']:.1f} tok/s (median of {repeats})")
+    click.echo(f"chat {report['median_chat']:.1f} tok/s → chat/run = {report['chat_vs_run']:.3f}")
     click.echo(f"wrote {out}")
 
 

@@ -75,6 +75,11 @@ class TraceReplayer:
         tail_probs = probs[1:] or probs
         return ForcedAnswer(text, len(exit_tokens), answered, float(np.mean(tail_probs)) if tail_probs else 0.0)
 
+    def keep(self, cut: int) -> None:
+        """Make the cache hold the prompt and ``trace[:cut]`` (a timer started after this
+        times the answer alone)."""
+        self._keep(self.prompt + self.trace[:cut])
+
     def _keep(self, prefix: list[int]) -> None:
         """Make the cache hold exactly ``prefix``, reusing what it already shares with it."""
         n = self.b.common_prefix(prefix)

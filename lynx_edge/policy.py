@@ -89,6 +89,14 @@ def entry_rule(mode: Mode, entry: dict[str, Any]) -> ExitRule:
     return ExitRule(mode, float(entry["delta"]), q_pos=_q(entry["q_pos"]), q_neg=_q(entry["q_neg"]))
 
 
+def card_rules(calibration: dict[str, Sequence[dict[str, Any]]]) -> list[ExitRule]:
+    """Every calibrated rule of a card, per cue then per answer (calibration and the bench
+    measure each of them)."""
+    return [entry_rule("per-cue", e) for e in calibration.get("per_cue") or []] + [
+        entry_rule("per-answer", e) for e in calibration.get("per_answer") or []
+    ]
+
+
 def calibrated_levels(calibration: dict[str, Sequence[dict[str, Any]]], mode: Mode) -> list[float]:
     """The risk levels a card offers in one mode, ascending (the chat steps through them)."""
     key, level_key = ("per_answer", "alpha") if mode == "per-answer" else ("per_cue", "delta")

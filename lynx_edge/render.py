@@ -37,8 +37,12 @@ def cue_marker(event: CueScored) -> str:
     return f"⟨{event.cue} {event.score:.3f}{sign}{fmt_threshold(event.threshold)}⟩"
 
 
-def stats_line(result: GenerationResult, savings: Savings | None = None) -> str:
-    """One line: thinking/answer tokens, exit, probe calls, speed, and the saving if measured."""
+def stats_line(result: GenerationResult, savings: Savings | None = None, *, measuring: bool = False) -> str:
+    """One line: thinking/answer tokens, exit, probe calls, speed, and the saving if measured.
+
+    ``measuring``: the saving is being measured, so say "saved —" until it is (never a guess);
+    an answer that did not exit saved exactly nothing.
+    """
     t = result.tokens
     parts = [f"thinking {t['thinking']} tok", f"answer {t['answer']} tok"]
     if result.exit:
@@ -50,6 +54,8 @@ def stats_line(result: GenerationResult, savings: Savings | None = None) -> str:
     if savings:
         bound = "≥" if savings.capped else ""
         parts.append(f"saved {bound}{savings.tokens_saved} tok of {savings.natural_tokens}")
+    elif measuring:
+        parts.append("saved —" if result.exited else "saved 0 tok")
     if result.finish_reason not in ("stop",):
         parts.append(result.finish_reason)
     return " · ".join(parts)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -153,6 +153,17 @@ def load_problems(path: str | Path) -> LoadedProblems:
         first = loaded.skipped[0] if loaded.skipped else "the file is empty"
         raise DataError(f"{path} holds no usable problems ({first}): pass a JSONL in a supported format")
     return loaded
+
+
+def trace_seed(seed: int, problem_id: str) -> int:
+    """The sampling seed of one problem's trace: the same problem gets the same trace in the
+    probe toolkit and in ``lynx-edge bench``, whatever else is in the run."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{problem_id}".encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def order(problems: Sequence[Problem], seed: int) -> list[Problem]:
+    """A seeded shuffle, so ``--limit`` takes a mix of every file passed."""
+    return sorted(problems, key=lambda p: hashlib.sha256(f"{seed}/{p.id}".encode()).digest())
 
 
 def load_many(paths: Iterable[str | Path]) -> tuple[list[Problem], list[str]]:

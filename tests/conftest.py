@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import build_scripted_qwen2
 
 from lynx_edge.llama_backend import LlamaBackend, ModelInfo
 from lynx_edge.model_files import packaged_file
 from lynx_edge.presets import PRESETS
 from lynx_edge.probe_card import ProbeCard, model_fingerprint
 from lynx_edge.probe_export import write_mlp_onnx
-from tiny_models import build_scripted_qwen2
 
 # The tiny model's thinking: two word cues (" Wait", " Hmm"), then the real </think> token.
 R1_SCRIPT = [
@@ -109,3 +109,28 @@ def make_probe(
 
 
 ALWAYS, NEVER = 20.0, -20.0  # probe biases: p ≈ 1 and p ≈ 0
+
+
+def hmm_not_wait_weights(tiny_r1: Path, question: str = "What is 2+2?") -> tuple[np.ndarray, float]:
+    """Weights and bias of a linear probe on layer 1 + final norm of the tiny model that
+    scores ≈1 at its " Hmm" cue and ≈0 at its " Wait" cue (greedy run on ``question``)."""
+    from lynx_edge.engine import Engine
+    from lynx_edge.events import result_of
+
+    engine = Engine(tiny_r1, probe=None, n_ctx=512)
+    prompt = engine.backend.prompt_tokens(engine.render_prompt(question))
+    result_of(engine.generate(question, temperature=0, seed=0))
+    generated = engine.backend.tokens[len(prompt) :]
+    engine.close()
+    backend = LlamaBackend(tiny_r1, n_ctx=512, capture_layers=[1])
+    backend.decode(prompt)
+    feats = {}
+    for i, tok in enumerate(generated[: HMM_INDEX + 1]):
+        f = backend.decode([tok], capture=i in (WAIT_INDEX, HMM_INDEX))
+        if f is not None:
+            feats[i] = f.astype(np.float64)
+    backend.close()
+    direction = feats[HMM_INDEX] - feats[WAIT_INDEX]
+    midpoint = (feats[HMM_INDEX] + feats[WAIT_INDEX]) / 2
+    w = 50 * direction / np.linalg.norm(direction) ** 2
+    return w, float(-w @ midpoint)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import ALWAYS, make_probe
+
 from lynx_edge.cli import main
 
 PROMPT = "A shirt costs 12 dollars. How much do 3 shirts cost?"

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ALWAYS, make_probe
 from llama_cpp import Llama
 
-from conftest import ALWAYS, make_probe
 from lynx_edge import Engine
 from lynx_edge.events import Done, ThinkingDelta, result_of
 from lynx_edge.llama_backend import LlamaBackend
+
 
 def llama_text(path: Path, tokens: list[int]) -> str:
     return b"".join(LlamaBackend(path, n_ctx=64).piece(t) for t in tokens).decode()

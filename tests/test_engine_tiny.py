@@ -9,13 +9,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import ALWAYS, HMM_INDEX, NEVER, R1_THINKING, WAIT_INDEX, hmm_not_wait_weights, make_probe
 
-from conftest import ALWAYS, HMM_INDEX, NEVER, R1_THINKING, WAIT_INDEX, make_probe
 from lynx_edge import ContextOverflowError, Engine, ProbeError
 from lynx_edge.events import AnswerDelta, CueScored, Done, ExitTaken, Savings, ThinkingDelta
-from lynx_edge.llama_backend import LlamaBackend
 
 QUESTION = "What is 2+2?"
 
@@ -101,23 +99,10 @@ def test_never_pass_probe_scores_every_cue_and_runs_to_the_end(engine_with) -> N
     assert not done.result.exited and done.result.thinking == R1_THINKING.strip()
 
 
-def test_probe_reading_features_exits_at_the_cue_it_likes(engine_with, tiny_r1: Path, tiny_r1_info) -> None:
+def test_probe_reading_features_exits_at_the_cue_it_likes(engine_with, tiny_r1: Path) -> None:
     """A probe that separates the two cues' hidden states exits at 'Hmm', not 'Wait'."""
-    backend = LlamaBackend(tiny_r1, n_ctx=512, capture_layers=[1])
-    feats = {}
-    engine = Engine(tiny_r1, probe=None, n_ctx=512)
-    prompt = backend.prompt_tokens(engine.render_prompt(QUESTION))
-    _, done = run(engine)
-    generated = engine.backend.tokens[len(prompt) :]
-    backend.decode(prompt)
-    for i, tok in enumerate(generated[: HMM_INDEX + 1]):
-        f = backend.decode([tok], capture=i in (WAIT_INDEX, HMM_INDEX))
-        if f is not None:
-            feats[i] = f.astype(np.float64)
-    direction = feats[HMM_INDEX] - feats[WAIT_INDEX]
-    midpoint = (feats[HMM_INDEX] + feats[WAIT_INDEX]) / 2
-    w = 50 * direction / np.linalg.norm(direction) ** 2
-    chooser = engine_with(bias=float(-w @ midpoint), weight=w, layers=[1])
+    weight, bias = hmm_not_wait_weights(tiny_r1)
+    chooser = engine_with(bias=bias, weight=weight, layers=[1])
     events, done = run(chooser)
     decisions = [(e.cue, e.decision) for e in events if isinstance(e, CueScored)]
     assert decisions == [("wait", "continue"), ("hmm", "exit")]

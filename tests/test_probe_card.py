@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_probe
+
 from lynx_edge.errors import ProbeError
 from lynx_edge.llama_backend import ModelInfo
 from lynx_edge.onnx_probe import OnnxProbe

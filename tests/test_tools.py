@@ -18,8 +18,8 @@ from lynx_edge import Engine
 from lynx_edge.events import CueScored
 from lynx_edge.onnx_probe import OnnxProbe
 from lynx_edge.probe_card import ProbeCard
+from lynx_edge.tasks import trace_seed
 from tools.__main__ import main
-from tools.collect import trace_seed
 from tools.collection import Collection
 
 N_PROBLEMS = 40

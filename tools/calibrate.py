@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from lynx_edge.conformal import class_conditional_quantiles, first_exit_losses, ltt_threshold
+from lynx_edge.conformal import class_conditional_quantiles, ltt_threshold
 from lynx_edge.errors import ProbeError
 from lynx_edge.onnx_probe import OnnxProbe
-from lynx_edge.policy import ExitRule, entry_rule
+from lynx_edge.policy import ExitRule, card_rules
 from lynx_edge.probe_card import CARD_NAME, ProbeCard
 from tools.collection import Collection
 from tools.train import TRAINING, scores
@@ -102,13 +102,6 @@ def calibrate(traces: Sequence[Trace], *, deltas=DELTAS, alphas=ALPHAS, confiden
     return {"per_cue": per_cue, "per_answer": per_answer}
 
 
-def rules(calibration: dict[str, list[dict[str, Any]]]) -> list[ExitRule]:
-    """Every calibrated rule of a card, per cue then per answer."""
-    return [entry_rule("per-cue", e) for e in calibration["per_cue"]] + [
-        entry_rule("per-answer", e) for e in calibration["per_answer"]
-    ]
-
-
 def _passes(rule: ExitRule, probs: np.ndarray) -> np.ndarray:
     return np.array([rule.exits(float(p)) for p in probs], dtype=bool)
 
@@ -157,7 +150,7 @@ def resplit_violations(
         half = len(traces) // 2
         cal = [traces[i] for i in order[:half]]
         test = [traces[i] for i in order[half:]]
-        for rule in rules(calibrate(cal, p_value=p_value)):
+        for rule in card_rules(calibrate(cal, p_value=p_value)):
             m = measure(rule, test)
             rate = m["per_cue_premature_exit_rate"] if rule.mode == "per-cue" else m["per_answer_premature_exit_rate"]
             over.setdefault(f"{rule.mode} {rule.level}", []).append(rate if rate is not None else 0.0)
@@ -202,7 +195,7 @@ def run_calibrate(
         "test": {
             "accuracy_without_exits": round(float(np.mean([t.correct for t in test])), 4) if test else None,
             **scores(test_probs, test_labels),
-            "rules": [measure(rule, test) for rule in rules(calibration)],
+            "rules": [measure(rule, test) for rule in card_rules(calibration)],
         },
         "settings": manifest["settings"],
         "data": manifest["data"],

@@ -8,7 +8,6 @@ greedy answer ≤ 64 tokens) and graded: label 1 = stopping there would have bee
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,19 +20,10 @@ from lynx_edge.events import result_of
 from lynx_edge.forced_exit import TraceReplayer
 from lynx_edge.grading import grade
 from lynx_edge.probe_card import model_fingerprint
-from lynx_edge.tasks import Problem, load_many
+from lynx_edge.tasks import Problem, load_many, order, trace_seed
 from tools.collection import Collection, done_ids
 
 FORCED_ANSWER_TOKENS = 64
-
-
-def trace_seed(seed: int, problem_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{problem_id}".encode()).digest()[:4], "big") & 0x7FFFFFFF
-
-
-def order(problems: Sequence[Problem], seed: int) -> list[Problem]:
-    """A seeded shuffle, so ``--limit`` takes a mix of every file passed."""
-    return sorted(problems, key=lambda p: hashlib.sha256(f"{seed}/{p.id}".encode()).digest())
 
 
 class Collector:

@@ -13,23 +13,20 @@ a crash between the two leaves rows that no line claims; they are ignored and re
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lynx_edge.errors import LynxError
+from lynx_edge.run_dir import RunDir, RunDirError
 
 SPLITS = ("train", "cal", "test")
-MANIFEST = "manifest.json"
 TRACES = "traces.jsonl"
 
 
-class CollectionError(LynxError):
+class CollectionError(RunDirError):
     """A collection directory that is missing, partial, or made with other settings."""
 
 
@@ -47,51 +44,25 @@ class SplitEvents:
         return len(self.labels)
 
 
-class Collection:
+class Collection(RunDir):
     """Read and append to one collection directory."""
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+    what = "collection"
+    made = "collected"
 
     @property
-    def manifest_path(self) -> Path:
-        return self.root / MANIFEST
+    def make_hint(self) -> str:  # type: ignore[override]
+        return f"run `python -m tools collect --out {self.root}` first"
 
-    def manifest(self) -> dict[str, Any]:
-        if not self.manifest_path.is_file():
-            raise CollectionError(
-                f"{self.root} is not a collection (no {MANIFEST}): run `python -m tools collect --out {self.root}` first"
-            )
-        return json.loads(self.manifest_path.read_text())
-
-    def start(self, manifest: dict[str, Any]) -> None:
-        """Create the directory, or check that a resumed run uses the same settings."""
-        if self.manifest_path.is_file():
-            old = self.manifest()
-            changed = [k for k in manifest if k != "data" and old.get(k) != manifest[k]]
-            if changed:
-                raise CollectionError(
-                    f"{self.root} was collected with other {', '.join(changed)}: "
-                    "pass the same settings to resume, or another --out"
-                )
-            return
+    def start(self, manifest: dict[str, Any], *, may_change=("data",)) -> None:
+        super().start(manifest, may_change=may_change)
         (self.root / "shards").mkdir(parents=True, exist_ok=True)
-        self.manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
 
     def traces(self) -> list[dict[str, Any]]:
         """Finished problems, in the order they were collected (a torn last line is dropped)."""
-        path = self.root / TRACES
-        if not path.is_file():
-            return []
-        out = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return out
+        return self.read(TRACES)
 
-    def append(self, records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
+    def append(self, records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:  # type: ignore[override]
         """Write one shard with ``rows`` (cue events) and then the ``records`` naming it."""
         shard_dir = self.root / "shards"
         shard_dir.mkdir(parents=True, exist_ok=True)
@@ -99,11 +70,7 @@ class Collection:
         tmp = shard_dir / f".{name}.tmp.npz"
         np.savez(tmp, **self._arrays(rows))
         os.replace(tmp, shard_dir / name)
-        with (self.root / TRACES).open("a", encoding="utf-8") as fh:
-            for record in records:
-                fh.write(json.dumps({**record, "shard": name}) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        super().append(TRACES, ({**record, "shard": name} for record in records))
 
     def write_splits(self) -> dict[str, int]:
         """Gather the shards into one compressed file per split; returns events per split."""

@@ -1,0 +1,511 @@
+"""``lynx-edge chat``: a Textual terminal chat on the runtime's event API.
+
+The model runs in a worker thread that only iterates ``Engine.generate`` and drops events in
+a queue; the UI drains the queue a few times a second. So the generation loop never waits on
+rendering (tokens/s match ``lynx-edge run``), and Esc reaches the engine within one token.
+After an answer that exited, the same iterator goes on to measure the exact saving in the
+background; a new prompt cancels that measurement first.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Footer, Header, Input, Label, ListItem, ListView, Markdown, Static
+
+from lynx_edge.chat_store import ChatStore, StoredMessage, chat_markdown
+from lynx_edge.chat_view import AssistantMessage, UserMessage
+from lynx_edge.engine import Engine
+from lynx_edge.errors import LynxError
+from lynx_edge.events import Done, Event, Savings
+from lynx_edge.policy import calibrated_levels
+
+DRAIN_SECONDS = 0.25  # UI refresh while streaming (the rate barely changes generation speed)
+SAVE_SECONDS = 1.0  # how often a streaming reply is written to the history
+
+HELP = """\
+# lynx-edge chat
+
+The model thinks (dimmed block), then answers. At each **cue** in the thinking
+("Wait", "Hmm", a line break for tiny models) the probe scores the hidden state:
+
+- `⟨wait 0.120<0.450⟩` (cyan) — score below the threshold: thinking goes on;
+- `⟨wait 0.830≥0.450⟩` (green) — the score cleared it: **✂** marks where the thinking was cut.
+
+The threshold comes from split-conformal calibration at the risk level **α** in the header.
+After an answer that exited, the runtime finishes the un-exited thinking in the background and
+reports the exact **tokens saved** ("—" until measured).
+
+| key | action |
+|---|---|
+| Enter | send |
+| Esc | cancel the answer (what was written stays) |
+| F2 | LYNX on / off for the next message |
+| F3 / F4 | stricter / looser risk level α (calibrated values only) |
+| F5 | compare: rerun the last prompt without LYNX, side by side |
+| Ctrl+N | new chat |
+| F6 | history: reopen an earlier chat |
+| F7 | export this chat to Markdown |
+| F1 | this help |
+| Ctrl+Q | quit (everything is already saved) |
+"""
+
+
+@dataclass
+class Turn:
+    """One reply being generated: its view, its stored row, and the worker's state."""
+
+    view: AssistantMessage
+    stored: StoredMessage | None
+    finished: threading.Event = field(default_factory=threading.Event)
+    saved_at: float = 0.0
+    compare: bool = False
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,f1,q", "dismiss", "Close")]
+    AUTO_FOCUS = "VerticalScroll"
+    DEFAULT_CSS = "HelpScreen { align: center middle; } HelpScreen > VerticalScroll { width: 84; height: 80%; border: thick $accent; background: $surface; }"
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Markdown(HELP)
+
+
+class HistoryScreen(ModalScreen[int | None]):
+    """Earlier chats, newest first; Enter reopens one."""
+
+    BINDINGS = [Binding("escape", "dismiss_none", "Close")]
+    AUTO_FOCUS = "ListView"
+    DEFAULT_CSS = "HistoryScreen { align: center middle; } HistoryScreen > ListView { width: 90; height: 70%; border: thick $accent; background: $surface; }"
+
+    def __init__(self, store: ChatStore) -> None:
+        super().__init__()
+        self.chats = store.chats()
+
+    def compose(self) -> ComposeResult:
+        items = [
+            ListItem(Label(f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(c.updated))}  {c.title}  ({c.messages} messages)"))
+            for c in self.chats
+        ]
+        yield ListView(*items) if items else ListView(ListItem(Label("no saved chats yet")))
+
+    @on(ListView.Selected)
+    def chosen(self, event: ListView.Selected) -> None:
+        index = event.list_view.index
+        self.dismiss(self.chats[index].id if self.chats and index is not None else None)
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
+
+
+class CompareScreen(ModalScreen[None]):
+    """The last reply with LYNX beside a rerun of the same prompt without it."""
+
+    BINDINGS = [Binding("escape", "close", "Close (cancels the rerun)")]
+    AUTO_FOCUS = "#full-side"
+    DEFAULT_CSS = """
+    CompareScreen { background: $background 90%; }
+    CompareScreen Horizontal { height: 1fr; }
+    CompareScreen VerticalScroll { width: 1fr; border: round $accent; padding: 0 1; }
+    CompareScreen #saving { height: auto; padding: 0 1; text-style: bold; }
+    """
+
+    def __init__(self, lynx_view: AssistantMessage) -> None:
+        super().__init__()
+        self.lynx_view = lynx_view
+        self.full_view = AssistantMessage(label="Thinking (LYNX off)", id="full")
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            with VerticalScroll(id="lynx-side"):
+                yield Static("[b]LYNX on[/b]")
+                yield AssistantMessage(label="Thinking (LYNX on)", id="lynx")
+            with VerticalScroll(id="full-side"):
+                yield Static("[b]LYNX off[/b]")
+                yield self.full_view
+        yield Static("running the full thinking …", id="saving")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        src = self.lynx_view
+        self.query_one("#lynx", AssistantMessage).show_stored(src.thinking_plain, src.answer, src.stats_text)
+        self.query_one("#lynx", AssistantMessage).query_one("Collapsible").collapsed = False
+
+    def finished(self) -> None:
+        a, b = self.lynx_view.result, self.full_view.result
+        if a is None or b is None:
+            return
+        used_a = a.tokens["thinking"] + a.tokens["answer"]
+        used_b = b.tokens["thinking"] + b.tokens["answer"]
+        pct = (used_b - used_a) / used_b if used_b else 0.0
+        self.query_one("#saving", Static).update(
+            f"LYNX used {used_a} tokens, full thinking {used_b}: saved {used_b - used_a} tokens ({pct:.0%})"
+            + ("" if b.finish_reason == "stop" else f" · full run {b.finish_reason}")
+        )
+
+    def action_close(self) -> None:
+        self.app.action_cancel()
+        self.dismiss(None)
+
+
+class ChatApp(App[None]):
+    """The chat. ``load_engine`` runs in a thread at start; its error is shown, not raised."""
+
+    TITLE = "lynx-edge"
+    AUTO_FOCUS = "#prompt"
+    CSS = """
+    #log { height: 1fr; padding: 0 1; }
+    #totals { height: 1; padding: 0 1; color: $text-muted; background: $panel; }
+    """
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("f2", "toggle_lynx", "LYNX on/off"),
+        Binding("f3", "alpha_down", "α−"),
+        Binding("f4", "alpha_up", "α+"),
+        Binding("f5", "compare", "Compare"),
+        Binding("ctrl+n", "new_chat", "New chat", priority=True),
+        Binding("f6", "history", "History"),
+        Binding("f7", "export", "Export"),
+        Binding("f1", "help", "Help"),
+    ]
+
+    def __init__(
+        self,
+        load_engine: Callable[[], Engine],
+        *,
+        store: ChatStore | None = None,
+        measure_savings: bool = True,
+        export_dir: Path | None = None,
+        max_tokens: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        """``seed`` None samples each reply with a fresh seed (reported in its result)."""
+        super().__init__()
+        self.seed = seed
+        self.load_engine = load_engine
+        self.store = store or ChatStore()
+        self.measure_savings = measure_savings
+        self.export_dir = export_dir or Path.cwd()
+        self.max_tokens = max_tokens
+        self.engine: Engine | None = None
+        self.lynx = True
+        self.alpha: float | None = None
+        self.chat_id: int | None = None
+        self.history: list[dict[str, str]] = []  # user/assistant answers sent as context
+        self.events: queue.SimpleQueue[tuple[Turn, Event | LynxError | None]] = queue.SimpleQueue()
+        self.turn: Turn | None = None  # the newest chat reply (generating, measuring or done)
+        self.running: Turn | None = None  # the newest worker's turn (a reply or a comparison)
+        self.answering = False  # a reply is being written (Esc cancels it)
+        self.spent = self.saved = self.answers = self.exits = 0
+        self.last_prompt: str | None = None
+
+    # ---- layout and start ------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield VerticalScroll(id="log")
+        yield Static("", id="totals")
+        yield Input(placeholder="loading the model …", id="prompt")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "loading …"
+        self.refresh_totals()
+        self.set_interval(DRAIN_SECONDS, self.drain)
+        self.start_engine()
+
+    @work(thread=True, exit_on_error=False)
+    def start_engine(self) -> None:
+        try:
+            engine = self.load_engine()
+        except LynxError as exc:
+            self.call_from_thread(self.engine_failed, str(exc))
+            return
+        self.call_from_thread(self.engine_ready, engine)
+
+    def engine_ready(self, engine: Engine) -> None:
+        self.engine = engine
+        rule = engine.rule_for()
+        self.alpha = rule.level if rule else None
+        self.query_one("#prompt", Input).placeholder = "Ask something · Enter sends · F1 help"
+        self.refresh_header()
+
+    def engine_failed(self, message: str) -> None:
+        self.sub_title = "no model loaded"
+        self.query_one("#prompt", Input).placeholder = "no model loaded (see the notice) · F6 history still works"
+        self.notify(message, title="model not loaded", severity="error", timeout=30)
+
+    def refresh_header(self) -> None:
+        e = self.engine
+        if e is None:
+            return
+        self.title = f"lynx-edge · {e.model_name}"
+        if e.card is None:
+            self.sub_title = "no probe: cues shown, never scored"
+            return
+        rule = e.rule_for(self.alpha)
+        state = "LYNX on" if self.lynx else "LYNX off"
+        self.sub_title = f"probe {e.probe_name} · {rule.mode} α={rule.level:g} · {state}"
+
+    def refresh_totals(self) -> None:
+        pct = self.saved / (self.spent + self.saved) if self.spent + self.saved else 0.0
+        self.query_one("#totals", Static).update(
+            f"session: {self.answers} answers · {self.exits} exits · spent {self.spent} tok · "
+            f"saved {self.saved} tok ({pct:.0%})"
+        )
+
+    # ---- sending ---------------------------------------------------------------------
+    @on(Input.Submitted, "#prompt")
+    def send(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if not text:
+            return
+        if self.engine is None:
+            self.notify("no model is loaded: restart with --model PATH to a GGUF file", severity="error")
+            return
+        if self.answering:
+            self.notify("still answering: press Esc to cancel first", severity="warning")
+            return
+        messages = [*self.history, {"role": "user", "content": text}]
+        try:
+            events = self.generate(messages, lynx=self.lynx, measure=self.measure_savings)
+        except LynxError as exc:  # context full, bad setting: the typed text stays in the box
+            self.notify(str(exc), title="not sent", severity="error", timeout=15)
+            return
+        event.input.value = ""
+        self.last_prompt = text
+        if self.chat_id is None:
+            self.chat_id = self.store.new_chat(text, self.engine.model_name, self.engine.probe_name)
+        self.store.add(self.chat_id, StoredMessage("user", text))
+        self.history.append({"role": "user", "content": text})
+        log = self.query_one("#log", VerticalScroll)
+        log.mount(UserMessage(text))
+        view = AssistantMessage()
+        view.measuring = self.measure_savings
+        log.mount(view)
+        stored = StoredMessage("assistant", "")
+        self.store.add(self.chat_id, stored)
+        log.scroll_end(animate=False)
+        self.answering = True
+        # start once the new widgets are laid out, so mounting them does not compete with the
+        # first tokens for the CPU
+        self.call_after_refresh(self.begin, Turn(view, stored), events)
+
+    def generate(self, messages: list[dict[str, str]], *, lynx: bool, measure: bool, seed: int | None = None) -> Iterator[Event]:
+        assert self.engine is not None
+        return self.engine.generate(
+            messages, lynx=lynx, alpha=self.alpha if lynx else None, measure_savings=measure and lynx,
+            max_tokens=self.max_tokens, seed=self.seed if seed is None else seed,
+        )
+
+    def begin(self, turn: Turn, events: Iterator[Event]) -> None:
+        """Hand ``events`` to a worker thread once the previous reply's worker is done
+        (its savings measurement is cancelled: the engine runs one generation at a time)."""
+        previous = self.running
+        if previous is not None and not previous.finished.is_set() and self.engine is not None:
+            self.engine.cancel()
+        self.running = turn
+        if not turn.compare:
+            self.turn = turn
+        self.answering = True
+        self.run_events(turn, events, previous)
+
+    @work(thread=True, exit_on_error=False)
+    def run_events(self, turn: Turn, events: Iterator[Event], previous: Turn | None) -> None:
+        if previous is not None:
+            previous.finished.wait()
+        try:
+            for event in events:
+                self.events.put((turn, event))
+        except LynxError as exc:
+            self.events.put((turn, exc))
+        finally:
+            self.events.put((turn, None))
+            turn.finished.set()
+
+    # ---- applying events ---------------------------------------------------------------
+    async def drain(self) -> None:
+        batches: dict[int, tuple[Turn, list[Event]]] = {}
+        ends: list[tuple[Turn, LynxError | None]] = []
+        while True:
+            try:
+                turn, item = self.events.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Event):
+                batches.setdefault(id(turn), (turn, []))[1].append(item)
+            else:
+                ends.append((turn, item))
+        for turn, events in batches.values():
+            had_result = turn.view.result is not None
+            await turn.view.feed(events)
+            for event in events:
+                if isinstance(event, Done):
+                    self.answered(turn, event)
+                elif isinstance(event, Savings) and not turn.compare:
+                    self.saved += event.tokens_saved
+                    self.refresh_totals()
+            if not had_result and turn.view.result is None:
+                self.save(turn)
+        for turn, error in ends:
+            self.ended(turn, error)
+        if batches:
+            self.query_one("#log", VerticalScroll).scroll_end(animate=False)
+
+    def answered(self, turn: Turn, done: Done) -> None:
+        """The answer is complete (the savings measurement may still follow)."""
+        result = done.result
+        if turn is self.running:
+            self.answering = False
+        if turn.compare:
+            if isinstance(self.screen, CompareScreen):
+                self.screen.finished()
+            return
+        self.history.append({"role": "assistant", "content": result.answer})
+        self.answers += 1
+        self.exits += int(result.exited)
+        self.spent += result.tokens["thinking"] + result.tokens["answer"]
+        self.refresh_totals()
+        self.save(turn, force=True)
+
+    def ended(self, turn: Turn, error: LynxError | None) -> None:
+        if turn is self.running:
+            self.answering = False
+        if error is not None:
+            self.notify(str(error), title="generation stopped", severity="error", timeout=15)
+        turn.view.refresh_stats()  # a cancelled measurement stays "—": never a guess
+        self.save(turn, force=True)
+
+    def save(self, turn: Turn, *, force: bool = False) -> None:
+        """Write the reply as it stands (throttled while streaming)."""
+        if turn.stored is None or (not force and time.monotonic() - turn.saved_at < SAVE_SECONDS):
+            return
+        v = turn.view
+        turn.stored.content, turn.stored.thinking = v.answer, v.thinking_plain
+        turn.stored.stats = {"line": v.stats_text}
+        if v.result:
+            turn.stored.stats.update(tokens=v.result.tokens, exit=v.result.exit, finish_reason=v.result.finish_reason)
+        if v.savings:
+            turn.stored.stats["tokens_saved"] = v.savings.tokens_saved
+        self.store.update(turn.stored)
+        turn.saved_at = time.monotonic()
+
+    # ---- actions -----------------------------------------------------------------------
+    def action_cancel(self) -> None:
+        if self.answering and self.engine is not None:
+            self.engine.cancel()
+
+    def action_toggle_lynx(self) -> None:
+        self.lynx = not self.lynx
+        self.refresh_header()
+        self.notify(f"LYNX {'on' if self.lynx else 'off'} for the next message")
+
+    def action_alpha_down(self) -> None:
+        self.step_alpha(-1)
+
+    def action_alpha_up(self) -> None:
+        self.step_alpha(+1)
+
+    def step_alpha(self, step: int) -> None:
+        e = self.engine
+        if e is None or e.card is None or self.alpha is None:
+            self.notify("no probe loaded: there is no risk level to change", severity="warning")
+            return
+        mode = e.rule_for(self.alpha).mode
+        levels = calibrated_levels(e.card.calibration, mode)
+        i = levels.index(e.rule_for(self.alpha).level) + step
+        if not 0 <= i < len(levels):
+            self.notify(f"α={self.alpha:g} is the {'smallest' if step < 0 else 'largest'} calibrated level", severity="warning")
+            return
+        self.alpha = levels[i]
+        self.refresh_header()
+
+    def action_compare(self) -> None:
+        turn = self.turn
+        if self.engine is None or turn is None or turn.view.result is None or self.last_prompt is None:
+            self.notify("nothing to compare yet: send a prompt first", severity="warning")
+            return
+        if self.answering:
+            self.notify("still answering: wait or press Esc first", severity="warning")
+            return
+        last_user = max(i for i, m in enumerate(self.history) if m["role"] == "user")
+        context = self.history[:last_user]  # what the last prompt was answered with
+        messages = [*context, {"role": "user", "content": self.last_prompt}]
+        screen = CompareScreen(turn.view)
+        events = self.generate(messages, lynx=False, measure=False, seed=turn.view.result.seed)
+        self.push_screen(screen)
+        self.begin(Turn(screen.full_view, None, compare=True), events)
+
+    def action_new_chat(self) -> None:
+        if self.answering:
+            self.action_cancel()
+        self.chat_id = None
+        self.history = []
+        self.last_prompt = None
+        self.query_one("#log", VerticalScroll).remove_children()
+        self.notify("new chat")
+
+    def action_history(self) -> None:
+        def reopen(chat_id: int | None) -> None:
+            if chat_id is not None:
+                self.open_chat(chat_id)
+
+        self.push_screen(HistoryScreen(self.store), reopen)
+
+    def open_chat(self, chat_id: int) -> None:
+        if self.answering:
+            self.action_cancel()
+        self.chat_id = chat_id
+        messages = self.store.messages(chat_id)
+        self.history = [{"role": m.role, "content": m.content} for m in messages]
+        self.last_prompt = next((m.content for m in reversed(messages) if m.role == "user"), None)
+        log = self.query_one("#log", VerticalScroll)
+        log.remove_children()
+        views = []
+        for m in messages:
+            if m.role == "user":
+                log.mount(UserMessage(m.content))
+            else:
+                view = AssistantMessage()
+                views.append((view, m))
+                log.mount(view)
+
+        def fill() -> None:
+            for view, m in views:
+                view.show_stored(m.thinking, m.content, m.stats.get("line", ""))
+            log.scroll_end(animate=False)
+
+        self.call_after_refresh(fill)
+        self.notify(f"reopened: {self.store.title(chat_id)}")
+
+    def action_export(self) -> None:
+        if self.chat_id is None:
+            self.notify("nothing to export yet: send a prompt first", severity="warning")
+            return
+        title = self.store.title(self.chat_id)
+        path = self.export_dir / f"lynx-chat-{self.chat_id}.md"
+        path.write_text(chat_markdown(title, self.store.messages(self.chat_id)), encoding="utf-8")
+        self.notify(f"exported to {path}")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def on_unmount(self) -> None:
+        """Quit mid-answer: stop the model, keep what was written."""
+        if self.engine is not None:
+            self.engine.cancel()
+        if self.running is not None:
+            self.running.finished.wait(timeout=5)
+        if self.turn is not None:
+            self.save(self.turn, force=True)
+        self.store.close()

@@ -1,0 +1,227 @@
+"""`lynx-edge chat` driven by Textual's pilot on the real embedded model (SmolLM2 + its probe),
+and once in a real terminal (tmux). Waits poll widget state; nothing asserts on a sleep."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lynx_edge.chat_app import ChatApp, CompareScreen, HelpScreen, HistoryScreen
+from lynx_edge.chat_store import ChatStore
+from lynx_edge.chat_view import AssistantMessage, UserMessage
+from lynx_edge.engine import Engine
+from lynx_edge.errors import ModelError
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # Textual runs on asyncio
+
+
+PROMPT = "A shirt costs 12 dollars. How much do 3 shirts cost?"
+SIZE = (110, 40)
+
+
+def make_app(model: Path, tmp_path: Path, **kwargs) -> ChatApp:
+    return ChatApp(lambda: Engine(model, n_threads=2), store=ChatStore(tmp_path / "chats.sqlite3"),
+                   export_dir=tmp_path, max_tokens=kwargs.pop("max_tokens", 160), **kwargs)
+
+
+async def until(pilot, condition, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for the app: {_state(pilot.app)}"
+        await pilot.pause(0.05)
+
+
+def _state(app: ChatApp) -> str:
+    turn = app.turn
+    view = turn.view if turn else None
+    return (f"screen={type(app.screen).__name__} answering={app.answering} "
+            f"finished={turn.finished.is_set() if turn else None} result={view.result if view else None} "
+            f"thinking={view.thinking_plain[-200:] if view else ''!r}")
+
+
+async def ready(pilot) -> None:
+    await until(pilot, lambda: pilot.app.engine is not None)
+
+
+async def ask(pilot, text: str = PROMPT) -> AssistantMessage:
+    before = pilot.app.turn
+    pilot.app.query_one("#prompt").value = text
+    await pilot.press("enter")
+    await until(pilot, lambda: pilot.app.turn is not before)
+    return pilot.app.turn.view
+
+
+async def first_answer(pilot) -> AssistantMessage:
+    """Wait for the model, ask PROMPT, and wait until the reply and its worker are done."""
+    await ready(pilot)
+    view = await ask(pilot)
+    await until(pilot, lambda: view.result is not None and pilot.app.running.finished.is_set())
+    return view
+
+
+def messages(app: ChatApp) -> list[str]:
+    return [str(w.render()) if isinstance(w, UserMessage) else "assistant" for w in app.query_one("#log").children]
+
+
+async def test_prompt_streams_thinking_cues_exit_answer_and_measured_saving(smol: Path, tmp_path: Path) -> None:
+    app = make_app(smol, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert "smollm2-135m" in app.sub_title and "α=0.1" in app.sub_title and "LYNX on" in app.sub_title
+        view = await ask(pilot)
+        await until(pilot, lambda: view.savings is not None)
+        thinking = view.thinking_text.plain
+        assert view.cues and view.cues[-1].decision == "exit"
+        assert "✂ thinking cut here" in thinking and "≥" in thinking  # cue marked with score vs threshold
+        assert "boxed" in view.answer
+        stats = view.stats_text
+        assert "thinking" in stats and "tok/s" in stats and "probe calls" in stats
+        assert f"saved {view.savings.tokens_saved} tok" in stats and view.savings.tokens_saved > 0
+        await until(pilot, lambda: f"saved {view.savings.tokens_saved} tok" in str(app.query_one("#totals").render()))
+        assert "1 answers · 1 exits" in str(app.query_one("#totals").render())
+
+
+async def test_escape_cancels_keeps_text_and_the_app_stays_usable(smol: Path, tmp_path: Path) -> None:
+    app = make_app(smol, tmp_path, max_tokens=400)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("f2")  # LYNX off: the model thinks on, so there is time to cancel
+        assert "LYNX off" in app.sub_title
+        view = await ask(pilot)
+        await until(pilot, lambda: len(view.thinking_plain) > 20)
+        await pilot.press("escape")
+        await until(pilot, lambda: view.result is not None and app.running.finished.is_set())
+        assert view.result.finish_reason == "cancelled"
+        assert not view.result.exited and all(c.decision == "off" for c in view.cues)
+        kept = view.thinking_plain
+        assert kept.strip() == view.result.thinking  # what streamed is what the result holds
+        stored = app.store.messages(app.chat_id)
+        assert stored[1].thinking == kept  # what was written is in the history
+        second = await ask(pilot, "What is 2 + 2?")
+        await until(pilot, lambda: second.result is not None)
+        assert second.result.finish_reason in ("stop", "length")
+
+
+async def test_alpha_steps_through_calibrated_levels(smol: Path, tmp_path: Path) -> None:
+    app = make_app(smol, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("f3")
+        assert app.alpha == 0.05 and "α=0.05" in app.sub_title
+        await pilot.press("f3")  # already the smallest: stays, with a notice
+        assert app.alpha == 0.05
+        await pilot.press("f4", "f4")
+        assert app.alpha == 0.2 and "α=0.2" in app.sub_title
+        view = await ask(pilot)
+        await until(pilot, lambda: view.result is not None)
+        assert view.result.alpha == 0.2
+
+
+async def test_history_reopens_a_saved_chat_and_exports_it(smol: Path, tmp_path: Path) -> None:
+    app = make_app(smol, tmp_path, measure_savings=False)
+    async with app.run_test(size=SIZE) as pilot:
+        view = await first_answer(pilot)
+        answer = view.answer
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: not app.query_one("#log").children)
+        await pilot.press("f6")
+        await until(pilot, lambda: isinstance(app.screen, HistoryScreen))
+        await pilot.press("enter")
+        await until(pilot, lambda: len(app.query_one("#log").children) == 2)
+        assert messages(app) == [PROMPT, "assistant"]
+        reopened = app.query(AssistantMessage).first()
+        await until(pilot, lambda: reopened.answer == answer)
+        assert app.history[-1] == {"role": "assistant", "content": view.result.answer}
+        await pilot.press("f7")
+        exported = (tmp_path / f"lynx-chat-{app.chat_id}.md").read_text()
+        assert f"## You\n\n{PROMPT}" in exported and answer in exported and "tok/s" in exported
+
+
+async def test_compare_reruns_without_lynx_side_by_side(smol: Path, tmp_path: Path) -> None:
+    app = make_app(smol, tmp_path, measure_savings=False)
+    async with app.run_test(size=SIZE) as pilot:
+        view = await first_answer(pilot)
+        assert view.result.exited
+        await pilot.press("f5")
+        await until(pilot, lambda: isinstance(app.screen, CompareScreen))
+        screen = app.screen
+        await until(pilot, lambda: screen.full_view.result is not None)
+        full = screen.full_view.result
+        assert not full.exited and full.seed == view.result.seed
+        used = view.result.tokens["thinking"] + view.result.tokens["answer"]
+        natural = full.tokens["thinking"] + full.tokens["answer"]
+        await until(pilot, lambda: "saved" in str(screen.query_one("#saving").render()))
+        assert f"LYNX used {used} tokens, full thinking {natural}: saved {natural - used}" in str(
+            screen.query_one("#saving").render()
+        )
+
+
+async def test_missing_model_is_a_notice_and_history_still_opens(tmp_path: Path) -> None:
+    def missing() -> Engine:
+        raise ModelError(f"no model file at {tmp_path / 'nope.gguf'}: pass --model PATH to a GGUF file")
+
+    app = ChatApp(missing, store=ChatStore(tmp_path / "chats.sqlite3"))
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await until(pilot, lambda: app.sub_title == "no model loaded")
+        assert any("no model file" in n.message for n in app._notifications)
+        app.query_one("#prompt").value = "hello"
+        await pilot.press("enter")
+        assert app.query_one("#prompt").value == "hello"  # nothing typed is lost
+        await pilot.press("f1")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.press("escape")
+        await pilot.press("f6")
+        await until(pilot, lambda: isinstance(app.screen, HistoryScreen))
+
+
+async def test_prompt_longer_than_the_context_keeps_the_typed_text(smol: Path, tmp_path: Path) -> None:
+    app = make_app(smol, tmp_path)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        huge = "count " * 9000
+        app.query_one("#prompt").value = huge
+        await pilot.press("enter")
+        assert app.query_one("#prompt").value == huge
+        assert any("context" in n.message for n in app._notifications)
+        assert app.chat_id is None and not app.query_one("#log").children
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (a real terminal)")
+def test_real_terminal_shows_answer_and_stats(tmp_path: Path) -> None:
+    session = f"lynx-test-{os.getpid()}"
+    env = {**os.environ, "LYNX_EDGE_HOME": str(tmp_path / "home"), "TERM": "xterm-256color"}
+    command = f"cd {tmp_path} && {sys.executable} -m lynx_edge chat --max-tokens 120 --threads 2"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "45", command], env=env, check=True)
+
+    def pane() -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+
+    def wait_for(text: str, timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in (screen := pane()):
+            assert time.monotonic() < deadline, f"{text!r} never appeared:\n{screen}"
+            time.sleep(0.2)
+        return screen
+
+    try:
+        wait_for("Ask something")
+        subprocess.run(["tmux", "send-keys", "-t", session, PROMPT, "Enter"], check=True)
+        screen = wait_for("tok/s")
+        assert "thinking" in screen and "probe calls" in screen
+        assert "boxed" in screen or "answer" in screen.lower()
+        assert "session:" in screen
+    finally:
+        subprocess.run(["tmux", "send-keys", "-t", session, "C-q"])
+        time.sleep(0.5)
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
