@@ -39,7 +39,7 @@ from lynx_edge.bench_methods import (
     median_thinking,
     summarize,
 )
-from lynx_edge.engine import CueFeatures, Engine
+from lynx_edge.engine import BOXED_ANSWER_TOKENS, CueFeatures, Engine
 from lynx_edge.errors import SettingError
 from lynx_edge.events import result_of
 from lynx_edge.forced_exit import ForcedAnswer, TraceReplayer
@@ -61,13 +61,14 @@ class BenchSettings:
     max_tokens: int | None = None  # None: the preset's
     temperature: float | None = None
     top_p: float | None = None
-    answer_tokens: int = 64  # cap on a forced answer after an exit
+    answer_tokens: int = BOXED_ANSWER_TOKENS  # cap on a forced answer after an exit, as the runtime's
     deer_lambdas: tuple[float, ...] = (0.95,)
     deer_cues: tuple[str, ...] = ()  # empty: every cue of the model's cue list
     deer_tokens: int = 20  # cap on a DEER trial answer
     budgets: tuple[float, ...] = (0.25, 0.5, 0.75)
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
+        """Refuse settings no run can use, before any model is loaded."""
         if not all(0 < lam < 1 for lam in self.deer_lambdas):
             raise SettingError(f"DEER λ must lie in (0, 1), got {list(self.deer_lambdas)}: pass e.g. --deer-lambda 0.95")
         if not all(0 < f < 1 for f in self.budgets):
@@ -86,7 +87,6 @@ class Bench:
     """Traces and simulated methods for one engine (model + probe) and settings."""
 
     def __init__(self, engine: Engine, settings: BenchSettings) -> None:
-        settings.check()
         self.engine = engine
         self.s = settings
         self.rules = card_rules(engine.card.calibration) if engine.card else []
@@ -162,9 +162,9 @@ class Bench:
         answers = _Answers(TraceReplayer(e.backend, prompt, trace["trace"], e.think_close))
         cues = [CueRecord(**c) for c in trace["cues"]]
         ends = {FULL: None}
-        for rule in self.rules:
-            i = lynx_exit(rule, cues)
-            ends[lynx_key(rule)] = None if i is None else cues[i].cut
+        lynx_at = {lynx_key(rule): lynx_exit(rule, cues) for rule in self.rules}  # index of the exit cue
+        for key, i in lynx_at.items():
+            ends[key] = None if i is None else cues[i].cut
         for f in self.s.budgets:
             ends[budget_key(f)] = budget_cut(trace["thinking_tokens"], budget_tokens(median, f))
         deer_at = [c for c in cues if not self.s.deer_cues or c.cue in self.s.deer_cues]
@@ -182,8 +182,7 @@ class Bench:
             outcome["seconds"] = round(outcome["seconds"] + sum(s for _, s in paid), 4)
             outcome["extra_tokens"] = sum(t.tokens for t, _ in paid)
             methods[deer_key(lam)] = outcome
-        for key, rule in zip((lynx_key(r) for r in self.rules), self.rules):
-            i = lynx_exit(rule, cues)
+        for key, i in lynx_at.items():
             scored = len(cues) if i is None else i + 1
             methods[key]["seconds"] = round(methods[key]["seconds"] + scored * trace["probe_seconds_per_cue"], 4)
         return {"id": problem.id, "source": problem.source, "gold": problem.gold, "budget_base": median,

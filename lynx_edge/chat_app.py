@@ -347,7 +347,6 @@ class ChatApp(App[None]):
             else:
                 ends.append((turn, item))
         for turn, events in batches.values():
-            had_result = turn.view.result is not None
             await turn.view.feed(events)
             for event in events:
                 if isinstance(event, Done):
@@ -355,7 +354,7 @@ class ChatApp(App[None]):
                 elif isinstance(event, Savings) and not turn.compare:
                     self.saved += event.tokens_saved
                     self.refresh_totals()
-            if not had_result and turn.view.result is None:
+            if turn.view.result is None:  # still streaming: throttled save (Done saves in full)
                 self.save(turn)
         for turn, error in ends:
             self.ended(turn, error)

@@ -205,7 +205,6 @@ def bench(ctx, data, out, limit, seed, model, probe, threads, n_ctx, max_tokens,
         deer_cues=tuple(c.strip().lower() for c in deer_cues.split(",") if c.strip()) if deer_cues else (),
         budgets=budget,
     )
-    settings.check()
     engine = Engine(model, probe=probe or "auto", n_ctx=n_ctx, n_threads=threads)
     store = BenchDir(out)
     click.echo(f"{engine.model_name} · probe {engine.probe_name or 'none'} · {len(problems)} problems → {out}", err=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lynx_edge.engine import BOXED_ANSWER_TOKENS
 from lynx_edge.llama_backend import LlamaBackend
 
 
@@ -43,7 +44,7 @@ class TraceReplayer:
         self.trace = list(trace)
         self.think_close = think_close
 
-    def answer_at(self, cut: int, exit_text: str, *, max_tokens: int = 64, stop_at_brace: bool = True) -> ForcedAnswer:
+    def answer_at(self, cut: int, exit_text: str, *, max_tokens: int = BOXED_ANSWER_TOKENS, stop_at_brace: bool = True) -> ForcedAnswer:
         """Greedy answer after ``trace[:cut] + exit_text``; stops at EOS, at ``max_tokens``,
         or (``stop_at_brace``) when the braces opened after the close tag are closed."""
         if not 0 <= cut <= len(self.trace):

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from lynx_edge.engine import CueFeatures, Engine
+from lynx_edge.engine import BOXED_ANSWER_TOKENS, CueFeatures, Engine
 from lynx_edge.events import result_of
 from lynx_edge.forced_exit import TraceReplayer
 from lynx_edge.grading import grade
@@ -23,7 +23,7 @@ from lynx_edge.probe_card import model_fingerprint
 from lynx_edge.tasks import Problem, load_many, order, trace_seed
 from tools.collection import Collection, done_ids
 
-FORCED_ANSWER_TOKENS = 64
+FORCED_ANSWER_TOKENS = BOXED_ANSWER_TOKENS  # the runtime's boxed-exit answer cap
 
 
 class Collector:
