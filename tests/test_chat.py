@@ -27,6 +27,7 @@ def anyio_backend() -> str:
 
 
 PROMPT = "A shirt costs 12 dollars. How much do 3 shirts cost?"
+LONG_PROMPT = "Write a long story about a cat who learns to fly."  # greedy: thousands of tokens
 SIZE = (110, 40)
 
 
@@ -93,12 +94,12 @@ async def test_prompt_streams_thinking_cues_exit_answer_and_measured_saving(smol
 
 
 async def test_escape_cancels_keeps_text_and_the_app_stays_usable(smol: Path, tmp_path: Path) -> None:
-    app = make_app(smol, tmp_path, max_tokens=400)
+    app = make_app(smol, tmp_path, max_tokens=4000)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await pilot.press("f2")  # LYNX off: the model thinks on, so there is time to cancel
         assert "LYNX off" in app.sub_title
-        view = await ask(pilot)
+        view = await ask(pilot, LONG_PROMPT)
         await until(pilot, lambda: len(view.thinking_plain) > 20)
         await pilot.press("escape")
         await until(pilot, lambda: view.result is not None and app.running.finished.is_set())
