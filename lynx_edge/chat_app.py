@@ -30,7 +30,22 @@ from lynx_edge.errors import LynxError
 from lynx_edge.events import Done, Event, Savings
 from lynx_edge.policy import calibrated_levels
 
-DRAIN_SECONDS = 0.25  # UI refresh while streaming (the rate barely changes generation speed)
+# The UI applies the model's events at most every DRAIN_SECONDS[0] and stretches the interval
+# (up to DRAIN_SECONDS[1]) so that its own work (layout, rendering) stays under UI_CPU_SHARE of
+# one core: on a laptop the model uses every core, and each millisecond the UI takes is one
+# the model waits. A long chat makes layout dearer, so it refreshes less often, not slower.
+DRAIN_SECONDS = (0.25, 1.0)
+UI_CPU_SHARE = 0.02
+
+
+def next_drain_delay(ui_cpu_seconds: float, previous: float) -> float:
+    """Seconds until the next refresh, given the UI's CPU time since the previous one.
+
+    The delay that keeps the UI under its share, within DRAIN_SECONDS, and at most twice the
+    previous delay: one dear frame (a mount, a long paragraph) is no trend.
+    """
+    wanted = min(max(ui_cpu_seconds / UI_CPU_SHARE, DRAIN_SECONDS[0]), DRAIN_SECONDS[1])
+    return min(wanted, 2 * previous)
 SAVE_SECONDS = 1.0  # how often a streaming reply is written to the history
 
 HELP = """\
@@ -139,8 +154,9 @@ class CompareScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         src = self.lynx_view
-        self.query_one("#lynx", AssistantMessage).show_stored(src.thinking_plain, src.answer, src.stats_text)
-        self.query_one("#lynx", AssistantMessage).query_one("Collapsible").collapsed = False
+        lynx = self.query_one("#lynx", AssistantMessage)
+        lynx.show_stored(src.thinking_plain, src.answer, src.stats_text)
+        lynx.fold.collapsed = False
 
     def finished(self) -> None:
         a, b = self.lynx_view.result, self.full_view.result
@@ -206,9 +222,20 @@ class ChatApp(App[None]):
         self.events: queue.SimpleQueue[tuple[Turn, Event | LynxError | None]] = queue.SimpleQueue()
         self.turn: Turn | None = None  # the newest chat reply (generating, measuring or done)
         self.running: Turn | None = None  # the newest worker's turn (a reply or a comparison)
-        self.answering = False  # a reply is being written (Esc cancels it)
+        self._answering = False
         self.spent = self.saved = self.answers = self.exits = 0
         self.last_prompt: str | None = None
+
+    @property
+    def answering(self) -> bool:
+        """A reply is being written (Esc cancels it)."""
+        return self._answering
+
+    @answering.setter
+    def answering(self, value: bool) -> None:
+        self._answering = value
+        # a blinking cursor repaints twice a second: CPU the model can use while it writes
+        self.query_one("#prompt", Input).cursor_blink = not value
 
     # ---- layout and start ------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -221,7 +248,9 @@ class ChatApp(App[None]):
     def on_mount(self) -> None:
         self.sub_title = "loading …"
         self.refresh_totals()
-        self.set_interval(DRAIN_SECONDS, self.drain)
+        self.ui_cpu_mark = time.thread_time()
+        self.drain_delay = DRAIN_SECONDS[0]
+        self.set_timer(self.drain_delay, self.drain)
         self.start_engine()
 
     @work(thread=True, exit_on_error=False)
@@ -315,6 +344,7 @@ class ChatApp(App[None]):
         if previous is not None and not previous.finished.is_set() and self.engine is not None:
             self.engine.cancel()
         self.running = turn
+        self.ui_cpu_mark = time.thread_time()  # mounting the reply is not streaming work
         if not turn.compare:
             self.turn = turn
         self.answering = True
@@ -335,13 +365,20 @@ class ChatApp(App[None]):
 
     # ---- applying events ---------------------------------------------------------------
     async def drain(self) -> None:
+        if not self.is_running:  # quitting: on_unmount saves what is still queued
+            return
+        try:
+            await self.apply_events()
+        finally:
+            now = time.thread_time()  # the UI's CPU since the last drain (this is its thread)
+            spent, self.ui_cpu_mark = now - self.ui_cpu_mark, now
+            self.drain_delay = next_drain_delay(spent, self.drain_delay)
+            self.set_timer(self.drain_delay, self.drain)
+
+    async def apply_events(self) -> None:
         batches: dict[int, tuple[Turn, list[Event]]] = {}
         ends: list[tuple[Turn, LynxError | None]] = []
-        while True:
-            try:
-                turn, item = self.events.get_nowait()
-            except queue.Empty:
-                break
+        for turn, item in self.queued():
             if isinstance(item, Event):
                 batches.setdefault(id(turn), (turn, []))[1].append(item)
             else:
@@ -360,6 +397,14 @@ class ChatApp(App[None]):
             self.ended(turn, error)
         if batches:
             self.query_one("#log", VerticalScroll).scroll_end(animate=False)
+
+    def queued(self) -> Iterator[tuple[Turn, Event | LynxError | None]]:
+        """What the generation thread has put in the queue so far."""
+        while True:
+            try:
+                yield self.events.get_nowait()
+            except queue.Empty:
+                return
 
     def answered(self, turn: Turn, done: Done) -> None:
         """The answer is complete (the savings measurement may still follow)."""
@@ -382,7 +427,7 @@ class ChatApp(App[None]):
             self.answering = False
         if error is not None:
             self.notify(str(error), title="generation stopped", severity="error", timeout=15)
-        turn.view.refresh_stats()  # a cancelled measurement stays "—": never a guess
+        turn.view.show_complete()  # a cancelled measurement stays "—": never a guess
         self.save(turn, force=True)
 
     def save(self, turn: Turn, *, force: bool = False) -> None:
@@ -505,6 +550,9 @@ class ChatApp(App[None]):
             self.engine.cancel()
         if self.running is not None:
             self.running.finished.wait(timeout=5)
+        for turn, item in self.queued():  # written after the last drain: saved too
+            if isinstance(item, Event):
+                turn.view.absorb([item])
         if self.turn is not None:
             self.save(self.turn, force=True)
         self.store.close()

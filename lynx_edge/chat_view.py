@@ -7,9 +7,9 @@ cleared the threshold, grey when it did not — and a marker where an exit cut t
 
 from __future__ import annotations
 
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.content import Content, Span
 from textual.widgets import Collapsible, Markdown, Static
 
 from lynx_edge.events import (
@@ -33,13 +33,69 @@ class UserMessage(Static):
     """
 
 
+LIVE_LINES = 8  # lines of thinking shown while it streams
+HIDDEN_CONTROLS = {c: None for c in [*range(32), 127] if c not in (9, 10)}  # tab and newline stay
+
+
+class ThinkingBlock(Static):
+    """The thinking with its marks: only its last ``LIVE_LINES`` lines while it streams, all of
+    it once the reply is complete.
+
+    Why a live tail: a box that keeps its height is repainted alone when tokens arrive, while a
+    growing one makes Textual lay out the whole chat again on every update, and on a laptop
+    that layout takes CPU from the model (the chat must not slow generation down).
+    """
+
+    DEFAULT_CSS = "ThinkingBlock { color: $text-muted; text-style: dim; padding: 0 1; }"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("", **kwargs)
+        self.shown = ""  # the thinking as displayed: text and marks
+        self.marks: list[Span] = []
+        self.live_lines = 0  # height of the live tail (0 once it shows everything)
+        self.stale = False  # text added since the last repaint
+
+    def add(self, text: str, style: str = "") -> None:
+        text = text.translate(HIDDEN_CONTROLS)  # Content would drop them and shift the marks
+        if style:
+            self.marks.append(Span(len(self.shown), len(self.shown) + len(text), style))
+        self.shown += text
+        self.stale = True
+
+    def show_tail(self) -> None:
+        """Repaint the last lines; a layout only while the tail is still growing to full height."""
+        width = self.content_region.width or max(self.app.size.width - 8, 20)
+        window = (LIVE_LINES + 1) * width
+        # wrap from a line start when one is near, so the lines match the final full view
+        start = self.shown.rfind("\n", max(0, len(self.shown) - 4 * window), max(0, len(self.shown) - window)) + 1
+        if start == 0 and len(self.shown) > 4 * window:
+            start = len(self.shown) - window
+        lines = self._content(start).wrap(width)[-LIVE_LINES:]
+        lines += [Content("")] * (LIVE_LINES - len(lines))
+        self.update(Content("\n").join(lines), layout=len(lines) != self.live_lines)
+        self.live_lines, self.stale = len(lines), False
+
+    def show_all(self) -> None:
+        """The whole thinking (once, when the reply is over)."""
+        if self.live_lines or self.stale:
+            self.update(self._content(0))
+            self.live_lines, self.stale = 0, False
+
+    def _content(self, start: int) -> Content:
+        marks = [Span(max(m.start - start, 0), m.end - start, m.style) for m in self.marks if m.end > start]
+        return Content(self.shown[start:], marks)
+
+
 class AssistantMessage(Vertical):
-    """A reply as it streams: thinking (with cue marks), answer (Markdown), stats line."""
+    """A reply as it streams: thinking (with cue marks), answer (Markdown), stats line.
+
+    ``absorb`` keeps the reply's data (what is saved) and ``feed`` also draws it, so a reply
+    whose widgets are already gone (the app is quitting) still saves every token.
+    """
 
     DEFAULT_CSS = """
     AssistantMessage { height: auto; margin: 1 0 0 0; }
     AssistantMessage Collapsible { padding: 0; border-top: none; background: transparent; }
-    AssistantMessage .thinking { color: $text-muted; padding: 0 1; }
     AssistantMessage Markdown { margin: 0; padding: 0 1; }
     AssistantMessage .stats { color: $text-muted; padding: 0 1; }
     """
@@ -47,38 +103,40 @@ class AssistantMessage(Vertical):
     def __init__(self, *, label: str = "Thinking", **kwargs) -> None:
         super().__init__(**kwargs)
         self.label = label
-        self.thinking_text = Text(style="dim")
         self.thinking_plain = ""  # without marks, as stored and exported
         self.answer = ""
         self.result: GenerationResult | None = None
         self.savings: Savings | None = None
         self.measuring = False
         self.cues: list[CueScored] = []
+        self.block = ThinkingBlock()
+        self.fold = Collapsible(self.block, title=f"{label} …", collapsed=False)
+        self.markdown = Markdown("")
+        self.stats = Static("", classes="stats")
 
     def compose(self) -> ComposeResult:
-        with Collapsible(title=self.label, collapsed=False):
-            yield Static(self.thinking_text, classes="thinking")
-        yield Markdown("")
-        yield Static("", classes="stats")
+        yield self.fold
+        yield self.markdown
+        yield self.stats
 
-    async def feed(self, events: list[Event]) -> None:
-        """Apply a batch of events (the app drains them from the generation thread)."""
-        answer = ""
+    def absorb(self, events: list[Event]) -> tuple[bool, str]:
+        """Take a batch of events into the reply's data; returns (thinking changed, new answer text)."""
+        answer = thinking = ""
         thinking_changed = False
         for event in events:
             if isinstance(event, ThinkingDelta):
-                self.thinking_text.append(event.text)
-                self.thinking_plain += event.text
+                self.block.add(event.text)
+                thinking += event.text
                 thinking_changed = True
             elif isinstance(event, CueScored):
                 self.cues.append(event)
                 passed = event.decision == "exit"
-                self.thinking_text.append(cue_marker(event), style="bold green" if passed else "cyan")
+                self.block.add(cue_marker(event), "bold green" if passed else "cyan")
                 thinking_changed = True
             elif isinstance(event, ExitTaken):
-                self.thinking_text.append(
+                self.block.add(
                     f"\n✂ thinking cut here: exited at '{event.cue}' (p={event.score:.3f} ≥ {event.threshold:.3f})",
-                    style="bold yellow",
+                    "bold yellow",
                 )
                 thinking_changed = True
             elif isinstance(event, AnswerDelta):
@@ -87,21 +145,31 @@ class AssistantMessage(Vertical):
                 self.result = event.result
             elif isinstance(event, Savings):
                 self.savings = event
-        if thinking_changed:
-            self.query_one(".thinking", Static).update(self.thinking_text)
-        if answer:
-            self.answer += answer
-            await self.query_one(Markdown).append(answer)
-        if self.result is not None:
-            self.refresh_stats()
+        self.thinking_plain += thinking
+        self.answer += answer
+        return thinking_changed, answer
 
-    def refresh_stats(self) -> None:
+    async def feed(self, events: list[Event]) -> None:
+        """Take a batch of events (the app drains them from the generation thread) and draw them."""
+        thinking_changed, answer = self.absorb(events)
+        if not self.is_attached:
+            return
+        if thinking_changed and self.result is None:
+            self.block.show_tail()
+        if answer:
+            await self.markdown.append(answer)
+        if self.result is not None:
+            self.show_complete()
+
+    def show_complete(self) -> None:
+        """The reply is over (answered, cancelled or failed): all the thinking, the stats."""
+        self.block.show_all()
         if self.result is None:
             return
-        self.query_one(".stats", Static).update(self.stats_text)
+        self.stats.update(self.stats_text)
         t = self.result.tokens
         exit_note = f" · exited at '{self.result.exit['cue']}'" if self.result.exit else ""
-        self.query_one(Collapsible).title = f"{self.label} · {t['thinking']} tok{exit_note}"
+        self.fold.title = f"{self.label} · {t['thinking']} tok{exit_note}"
 
     @property
     def stats_text(self) -> str:
@@ -110,7 +178,9 @@ class AssistantMessage(Vertical):
     def show_stored(self, thinking: str, answer: str, stats: str) -> None:
         """Render a message reopened from history (thinking folded)."""
         self.thinking_plain, self.answer = thinking, answer
-        self.query_one(".thinking", Static).update(Text(thinking, style="dim"))
-        self.query_one(Markdown).update(answer)
-        self.query_one(".stats", Static).update(stats)
-        self.query_one(Collapsible).collapsed = True
+        self.block.add(thinking)
+        self.block.show_all()
+        self.markdown.update(answer)
+        self.stats.update(stats)
+        self.fold.title = self.label
+        self.fold.collapsed = True

@@ -12,9 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from lynx_edge.chat_app import ChatApp, CompareScreen, HelpScreen, HistoryScreen
+from lynx_edge.chat_app import (
+    DRAIN_SECONDS,
+    ChatApp,
+    CompareScreen,
+    HelpScreen,
+    HistoryScreen,
+    next_drain_delay,
+)
 from lynx_edge.chat_store import ChatStore
-from lynx_edge.chat_view import AssistantMessage, UserMessage
+from lynx_edge.chat_view import LIVE_LINES, AssistantMessage, UserMessage
 from lynx_edge.engine import Engine
 from lynx_edge.errors import ModelError
 
@@ -82,7 +89,7 @@ async def test_prompt_streams_thinking_cues_exit_answer_and_measured_saving(smol
         assert "smollm2-135m" in app.sub_title and "α=0.1" in app.sub_title and "LYNX on" in app.sub_title
         view = await ask(pilot)
         await until(pilot, lambda: view.savings is not None)
-        thinking = view.thinking_text.plain
+        thinking = str(view.block.render())  # what the screen shows
         assert view.cues and view.cues[-1].decision == "exit"
         assert "✂ thinking cut here" in thinking and "≥" in thinking  # cue marked with score vs threshold
         assert "boxed" in view.answer
@@ -112,6 +119,35 @@ async def test_escape_cancels_keeps_text_and_the_app_stays_usable(smol: Path, tm
         second = await ask(pilot, "What is 2 + 2?")
         await until(pilot, lambda: second.result is not None)
         assert second.result.finish_reason in ("stop", "length")
+
+
+async def test_thinking_streams_as_a_live_tail_and_quitting_saves_every_token(smol: Path, tmp_path: Path) -> None:
+    app = make_app(smol, tmp_path, max_tokens=4000)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("f2")  # LYNX off: a long story, longer than the live tail
+        view = await ask(pilot, LONG_PROMPT)
+        await until(pilot, lambda: len(view.block.shown) > 2 * LIVE_LINES * SIZE[0])
+        lines = str(view.block.render()).split("\n")
+        assert len(lines) == LIVE_LINES  # only the newest lines while it streams
+        words = " ".join(lines).split()
+        assert words == view.block.shown.split()[-len(words):]
+        chat_id = app.chat_id
+        await pilot.press("ctrl+q")  # quit mid-answer
+    assert view.result is not None and view.result.finish_reason == "cancelled"
+    stored = ChatStore(tmp_path / "chats.sqlite3").messages(chat_id)
+    assert stored[1].thinking.strip() == view.result.thinking  # every token written is saved
+    assert stored[1].stats["tokens"]["thinking"] == view.result.tokens["thinking"]
+
+
+def test_the_chat_refreshes_less_often_when_drawing_gets_dear() -> None:
+    fastest, slowest = DRAIN_SECONDS
+    assert next_drain_delay(0.001, fastest) == fastest  # cheap frames: the fastest rate
+    assert next_drain_delay(1.0, fastest) == 2 * fastest  # one dear frame: only doubles
+    delay = fastest
+    for _ in range(5):
+        delay = next_drain_delay(0.05, delay)
+    assert delay == slowest  # dear frames in a row: the slowest rate, never slower
 
 
 async def test_alpha_steps_through_calibrated_levels(smol: Path, tmp_path: Path) -> None:
