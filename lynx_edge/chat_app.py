@@ -1,8 +1,11 @@
 """``lynx-edge chat``: a Textual terminal chat on the runtime's event API.
 
-The model runs in a worker thread that only iterates ``Engine.generate`` and drops events in
-a queue; the UI drains the queue a few times a second. So the generation loop never waits on
-rendering (tokens/s match ``lynx-edge run``), and Esc reaches the engine within one token.
+The model runs on one thread for the app's life (loading, every reply, every comparison): it
+only iterates ``Engine.generate`` and drops events in a queue, which the UI drains a few times
+a second. So the generation loop never waits on rendering, and Esc reaches the engine within
+one token. One thread, not one per reply: llama.cpp's OpenMP team belongs to the calling
+thread, and the teams that exited threads leave behind make OpenMP stop spinning between
+tokens, which costs 5–10 % of the speed on a small machine.
 After an answer that exited, the same iterator goes on to measure the exact saving in the
 background; a new prompt cancels that measurement first.
 """
@@ -13,10 +16,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from textual import on, work
+from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -205,9 +209,14 @@ class ChatApp(App[None]):
         export_dir: Path | None = None,
         max_tokens: int | None = None,
         seed: int | None = None,
+        model_thread: ThreadPoolExecutor | None = None,
     ) -> None:
-        """``seed`` None samples each reply with a fresh seed (reported in its result)."""
+        """``seed`` None samples each reply with a fresh seed (reported in its result).
+        ``model_thread``: a one-thread executor for the model's work, for a host that runs
+        several apps on one engine (by default the app makes its own)."""
         super().__init__()
+        self.owns_model_thread = model_thread is None
+        self.model_thread = model_thread or ThreadPoolExecutor(1, thread_name_prefix="lynx-model")
         self.seed = seed
         self.load_engine = load_engine
         self.store = store or ChatStore()
@@ -251,14 +260,16 @@ class ChatApp(App[None]):
         self.ui_cpu_mark = time.thread_time()
         self.drain_delay = DRAIN_SECONDS[0]
         self.set_timer(self.drain_delay, self.drain)
-        self.start_engine()
+        self.model_thread.submit(self.start_engine)
 
-    @work(thread=True, exit_on_error=False)
     def start_engine(self) -> None:
         try:
             engine = self.load_engine()
         except LynxError as exc:
             self.call_from_thread(self.engine_failed, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - shown in the app, whose history still works
+            self.call_from_thread(self.engine_failed, f"loading the model failed: {exc!r}")
             return
         self.call_from_thread(self.engine_ready, engine)
 
@@ -295,7 +306,7 @@ class ChatApp(App[None]):
 
     # ---- sending ---------------------------------------------------------------------
     @on(Input.Submitted, "#prompt")
-    def send(self, event: Input.Submitted) -> None:
+    async def send(self, event: Input.Submitted) -> None:
         text = event.value.strip()
         if not text:
             return
@@ -317,15 +328,14 @@ class ChatApp(App[None]):
             self.chat_id = self.store.new_chat(text, self.engine.model_name, self.engine.probe_name)
         self.store.add(self.chat_id, StoredMessage("user", text))
         self.history.append({"role": "user", "content": text})
-        log = self.query_one("#log", VerticalScroll)
-        log.mount(UserMessage(text))
-        view = AssistantMessage()
-        view.measuring = self.measure_savings
-        log.mount(view)
         stored = StoredMessage("assistant", "")
         self.store.add(self.chat_id, stored)
-        log.scroll_end(animate=False)
         self.answering = True
+        log = self.query_one("#log", VerticalScroll)
+        view = AssistantMessage()
+        view.measuring = self.measure_savings
+        await log.mount(UserMessage(text), view)
+        log.scroll_end(animate=False)
         # start once the new widgets are laid out, so mounting them does not compete with the
         # first tokens for the CPU
         self.call_after_refresh(self.begin, Turn(view, stored), events)
@@ -338,8 +348,8 @@ class ChatApp(App[None]):
         )
 
     def begin(self, turn: Turn, events: Iterator[Event]) -> None:
-        """Hand ``events`` to a worker thread once the previous reply's worker is done
-        (its savings measurement is cancelled: the engine runs one generation at a time)."""
+        """Queue ``events`` on the model thread, behind the previous reply's generation
+        (whose savings measurement is cancelled: the engine runs one generation at a time)."""
         previous = self.running
         if previous is not None and not previous.finished.is_set() and self.engine is not None:
             self.engine.cancel()
@@ -348,17 +358,16 @@ class ChatApp(App[None]):
         if not turn.compare:
             self.turn = turn
         self.answering = True
-        self.run_events(turn, events, previous)
+        self.model_thread.submit(self.run_events, turn, events)
 
-    @work(thread=True, exit_on_error=False)
-    def run_events(self, turn: Turn, events: Iterator[Event], previous: Turn | None) -> None:
-        if previous is not None:
-            previous.finished.wait()
+    def run_events(self, turn: Turn, events: Iterator[Event]) -> None:
         try:
             for event in events:
                 self.events.put((turn, event))
         except LynxError as exc:
             self.events.put((turn, exc))
+        except Exception as exc:  # noqa: BLE001 - shown in the app, which stays usable
+            self.events.put((turn, LynxError(f"generation failed: {exc!r}")))
         finally:
             self.events.put((turn, None))
             turn.finished.set()
@@ -556,3 +565,5 @@ class ChatApp(App[None]):
         if self.turn is not None:
             self.save(self.turn, force=True)
         self.store.close()
+        if self.owns_model_thread:
+            self.model_thread.shutdown(wait=False)

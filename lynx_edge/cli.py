@@ -240,19 +240,21 @@ def bench_overhead(model, tokens, repeats, threads, out):  # noqa: ANN001, ANN20
 @bench.command("chat")
 @click.option("--model", "-m", help="GGUF path or preset name.")
 @click.option("--prompt", default="Write a long story about a cat who learns to fly.", show_default=True, help="A prompt that keeps the model writing for all --tokens.")
-@click.option("--tokens", type=int, default=256, show_default=True, help="Tokens per timed answer.")
-@click.option("--repeats", type=int, default=7, show_default=True, help="Interleaved repeats.")
+@click.option("--tokens", type=click.IntRange(min=1), default=256, show_default=True, help="Tokens per timed answer.")
+@click.option("--rounds", type=click.IntRange(min=1), default=15, show_default=True, help="Rounds; each runs both paths in a random order.")
 @click.option("--threads", type=int, help="CPU threads (same for both).")
 @click.option("--out", type=click.Path(), default="bench-chat.json", show_default=True, help="JSON report path.")
 @user_errors
-def bench_chat(model, prompt, tokens, repeats, threads, out):  # noqa: ANN001, ANN201
-    """Tokens/s inside the chat app against the plain `lynx-edge run` loop, same engine and prompt."""
+def bench_chat(model, prompt, tokens, rounds, threads, out):  # noqa: ANN001, ANN201
+    """Tokens/s inside the chat app against the `lynx-edge run` loop, same engine and prompt."""
     from lynx_edge.bench_chat import measure_chat_speed
 
-    report = measure_chat_speed(model, prompt, max_tokens=tokens, repeats=repeats, n_threads=threads)
+    report = measure_chat_speed(model, prompt, max_tokens=tokens, rounds=rounds, n_threads=threads)
     Path(out).write_text(json.dumps(report, indent=2) + "\n")
-    click.echo(f"run  {report['median_run']:.1f} tok/s (median of {repeats})")
-    click.echo(f"chat {report['median_chat']:.1f} tok/s → chat/run = {report['chat_vs_run']:.3f}")
+    lo, hi = report["chat_vs_run_90ci"]
+    click.echo(f"run  {report['median_run']:.1f} tok/s (median of {rounds}, {report['threads']} threads)")
+    click.echo(f"chat {report['median_chat']:.1f} tok/s in a {report['terminal']}")
+    click.echo(f"chat/run = {report['chat_vs_run']:.3f} (90% interval {lo:.3f}–{hi:.3f})")
     click.echo(f"wrote {out}")
 
 

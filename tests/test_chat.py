@@ -3,6 +3,7 @@ and once in a real terminal (tmux). Waits poll widget state; nothing asserts on 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from lynx_edge.chat_app import (
     DRAIN_SECONDS,
@@ -22,6 +24,7 @@ from lynx_edge.chat_app import (
 )
 from lynx_edge.chat_store import ChatStore
 from lynx_edge.chat_view import LIVE_LINES, AssistantMessage, UserMessage
+from lynx_edge.cli import main
 from lynx_edge.engine import Engine
 from lynx_edge.errors import ModelError
 
@@ -262,3 +265,24 @@ def test_real_terminal_shows_answer_and_stats(tmp_path: Path) -> None:
         subprocess.run(["tmux", "send-keys", "-t", session, "C-q"])
         time.sleep(0.5)
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_bench_chat_times_both_paths_on_the_same_tokens(smol: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench-chat.json"
+    result = CliRunner().invoke(main, ["bench", "chat", "--model", str(smol), "--rounds", "2", "--tokens", "24",
+                                       "--threads", "2", "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["terminal"] == ("pseudo-terminal" if os.name == "posix" else "headless")
+    assert len(report["run_tokens_per_s"]) == len(report["chat_tokens_per_s"]) == 2
+    assert len(report["chat_vs_run_per_round"]) == 2 and report["threads"] == 2
+    lo, hi = report["chat_vs_run_90ci"]
+    assert lo <= report["chat_vs_run"] <= hi
+    assert f"chat/run = {report['chat_vs_run']:.3f}" in result.output
+
+
+def test_bench_chat_on_a_missing_model_is_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["bench", "chat", "--model", str(tmp_path / "nope.gguf"), "--rounds", "1",
+                                       "--out", str(tmp_path / "o.json")])
+    assert result.exit_code == 1
+    assert "nope.gguf" in result.output and len(result.output.strip().splitlines()) == 1
