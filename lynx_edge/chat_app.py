@@ -41,6 +41,7 @@ from lynx_edge.policy import calibrated_levels
 # the model waits. A long chat makes layout dearer, so it refreshes less often, not slower.
 DRAIN_SECONDS = (0.25, 1.0)
 UI_CPU_SHARE = 0.02
+SAVE_SECONDS = 1.0  # how often a streaming reply is written to the history
 
 
 def next_drain_delay(ui_cpu_seconds: float, previous: float) -> float:
@@ -51,7 +52,7 @@ def next_drain_delay(ui_cpu_seconds: float, previous: float) -> float:
     """
     wanted = min(max(ui_cpu_seconds / UI_CPU_SHARE, DRAIN_SECONDS[0]), DRAIN_SECONDS[1])
     return min(wanted, 2 * previous)
-SAVE_SECONDS = 1.0  # how often a streaming reply is written to the history
+
 
 HELP = """\
 # lynx-edge chat
@@ -233,6 +234,8 @@ class ChatApp(App[None]):
         self.turn: Turn | None = None  # the newest chat reply (generating, measuring or done)
         self.running: Turn | None = None  # the newest worker's turn (a reply or a comparison)
         self._answering = False
+        self.ui_cpu_mark = 0.0  # the UI thread's CPU time at the last drain
+        self.drain_delay = DRAIN_SECONDS[0]
         self.spent = self.saved = self.answers = self.exits = 0
         self.last_prompt: str | None = None
 
@@ -259,7 +262,6 @@ class ChatApp(App[None]):
         self.sub_title = "loading …"
         self.refresh_totals()
         self.ui_cpu_mark = time.thread_time()
-        self.drain_delay = DRAIN_SECONDS[0]
         self.set_timer(self.drain_delay, self.drain)
         self.model_thread.submit(self.start_engine)
 

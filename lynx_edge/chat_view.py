@@ -2,7 +2,7 @@
 
 The assistant message is fed the runtime's events (``feed``) and renders the thinking as a
 dimmed, collapsible block with each cue marked in place — green when the probe's score
-cleared the threshold, grey when it did not — and a marker where an exit cut the thinking.
+cleared the threshold, cyan when it did not — and a marker where an exit cut the thinking.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class ThinkingBlock(Static):
         super().__init__("", **kwargs)
         self.shown = ""  # the thinking as displayed: text and marks
         self.marks: list[Span] = []
-        self.live_lines = 0  # height of the live tail (0 once it shows everything)
+        self.live = False  # showing the live tail (a box of LIVE_LINES lines), not everything
         self.stale = False  # text added since the last repaint
 
     def add(self, text: str, style: str = "") -> None:
@@ -63,7 +63,7 @@ class ThinkingBlock(Static):
         self.stale = True
 
     def show_tail(self) -> None:
-        """Repaint the last lines; a layout only while the tail is still growing to full height."""
+        """Repaint the last lines, padded to LIVE_LINES: a layout only when the box first appears."""
         width = self.content_region.width or max(self.app.size.width - 8, 20)
         window = (LIVE_LINES + 1) * width
         # wrap from a line start when one is near, so the lines match the final full view
@@ -72,14 +72,14 @@ class ThinkingBlock(Static):
             start = len(self.shown) - window
         lines = self._content(start).wrap(width)[-LIVE_LINES:]
         lines += [Content("")] * (LIVE_LINES - len(lines))
-        self.update(Content("\n").join(lines), layout=len(lines) != self.live_lines)
-        self.live_lines, self.stale = len(lines), False
+        self.update(Content("\n").join(lines), layout=not self.live)
+        self.live, self.stale = True, False
 
     def show_all(self) -> None:
         """The whole thinking (once, when the reply is over)."""
-        if self.live_lines or self.stale:
+        if self.live or self.stale:
             self.update(self._content(0))
-            self.live_lines, self.stale = 0, False
+            self.live, self.stale = False, False
 
     def _content(self, start: int) -> Content:
         marks = [Span(max(m.start - start, 0), m.end - start, m.style) for m in self.marks if m.end > start]
