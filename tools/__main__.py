@@ -1,5 +1,11 @@
 """``python -m tools``: the probe toolkit (collect → train → calibrate) for any GGUF model.
 
+    python -m tools make-probe --model MODEL -d data.jsonl -o probes/NAME   # all three steps
+    python -m tools collect --model MODEL -d data.jsonl -o runs/NAME --parallel 8 [--shard 1/4]
+    python -m tools merge runs/a runs/b -o runs/all                          # join shards
+    python -m tools train runs/NAME -o probes/NAME
+    python -m tools calibrate runs/NAME -p probes/NAME
+
 Every step is resumable or cheap to rerun; see tools/README.md for a full run.
 """
 
@@ -10,31 +16,84 @@ from pathlib import Path
 
 import click
 
-from lynx_edge.cli import user_errors
+from lynx_edge.errors import exits_on_user_error
 
 
 @click.group()
 def main() -> None:
-    """Make a LYNX probe for a GGUF model: collect, train, calibrate."""
+    """Make a LYNX probe for a GGUF model: collect, train, calibrate (or make-probe)."""
 
 
-@main.command()
-@click.option("--model", "-m", help="GGUF path or preset name (default: the embedded SmolLM2).")
-@click.option("--data", "-d", multiple=True, required=True, type=click.Path(), help="JSONL corpus (repeatable).")
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Collection directory (resumed when it exists).")
-@click.option("--limit", type=int, help="Use this many problems (a seeded mix of all files).")
-@click.option("--temperature", type=float, default=0.6, show_default=True)
-@click.option("--top-p", type=float, default=0.95, show_default=True)
-@click.option("--max-tokens", type=int, default=None, help="Token cap per trace (default: the preset's).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split hash, the order and each trace.")
-@click.option("--train-frac", type=float, default=0.6, show_default=True)
-@click.option("--cal-frac", type=float, default=0.2, show_default=True, help="The rest is the test split.")
-@click.option("--baseline", type=int, default=20, show_default=True, help="Also time plain generation of this many traces.")
-@click.option("--batch", type=int, default=25, show_default=True, help="Problems per saved shard.")
-@click.option("--threads", type=int, help="CPU threads for llama.cpp.")
-@user_errors
-def collect(model, data, out, limit, temperature, top_p, max_tokens, seed, train_frac, cal_frac, baseline, batch, threads):  # noqa: ANN001
-    """Generate traces, capture cue features, and label each cue by a forced exit."""
+def shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int]:
+    """``I/N`` (1-based) → (I-1, N)."""
+    if value is None:
+        return 0, 1
+    try:
+        index, count = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise click.BadParameter("use I/N, e.g. 2/8 for the second of eight shards") from None
+    if not 1 <= index <= count:
+        raise click.BadParameter(f"shard {value}: I must lie in 1..N")
+    return index - 1, count
+
+
+def collect_options(func):  # noqa: ANN001, ANN201
+    """Options shared by ``collect`` and ``make-probe``."""
+    for option in reversed(
+        [
+            click.option("--model", "-m", help="GGUF path or preset name (default: the embedded reasoner)."),
+            click.option(
+                "--data", "-d", multiple=True, required=True, type=click.Path(), help="JSONL corpus (repeatable)."
+            ),
+            click.option("--limit", type=int, help="Use this many problems (a seeded mix of all files)."),
+            click.option("--temperature", type=float, default=0.6, show_default=True),
+            click.option("--top-p", type=float, default=0.95, show_default=True),
+            click.option("--max-tokens", type=int, default=None, help="Token cap per trace (default: the preset's)."),
+            click.option(
+                "--seed", type=int, default=0, show_default=True, help="Seeds the split hash, the order and each trace."
+            ),
+            click.option("--train-frac", type=float, default=0.6, show_default=True),
+            click.option("--cal-frac", type=float, default=0.2, show_default=True, help="The rest is the test split."),
+            click.option(
+                "--parallel",
+                "-p",
+                "parallel",
+                type=click.IntRange(1, 64),
+                help="Problems decoded together (default: 8 with a GPU, 4 on a CPU).",
+            ),
+            click.option(
+                "--baseline",
+                type=int,
+                default=0,
+                show_default=True,
+                help="Also time plain sequential generation of this many traces.",
+            ),
+            click.option("--batch", type=int, default=25, show_default=True, help="Problems per saved shard."),
+            click.option("--threads", type=int, help="CPU threads for llama.cpp."),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _collect(
+    out: Path,
+    *,
+    model,
+    data,
+    limit,
+    temperature,
+    top_p,
+    max_tokens,
+    seed,
+    train_frac,
+    cal_frac,  # noqa: ANN001
+    parallel,
+    baseline,
+    batch,
+    threads,
+    shard=(0, 1),
+) -> None:
     from tools.collect import run_collect, throughput
     from tools.collection import Collection
 
@@ -42,74 +101,177 @@ def collect(model, data, out, limit, temperature, top_p, max_tokens, seed, train
         raise click.BadParameter("train and cal fractions must be positive and sum to less than 1")
     try:
         counts = run_collect(
-            model=model, data=data, out=out, limit=limit, temperature=temperature, top_p=top_p,
-            max_tokens=max_tokens, seed=seed, fractions=(train_frac, cal_frac), baseline=baseline,
-            batch=batch, threads=threads,
+            model=model,
+            data=data,
+            out=out,
+            limit=limit,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            seed=seed,
+            fractions=(train_frac, cal_frac),
+            baseline=baseline,
+            batch=batch,
+            threads=threads,
+            parallel=parallel,
+            shard=shard,
         )
     except KeyboardInterrupt:
         raise SystemExit(130) from None
-    traces = Collection(out).traces()
     click.echo(f"cue events per split: {json.dumps(counts)}")
-    click.echo(f"throughput: {json.dumps(throughput(traces))}")
+    click.echo(f"throughput: {json.dumps(throughput(Collection(out)))}")
+
+
+@main.command()
+@collect_options
+@click.option(
+    "--out", "-o", required=True, type=click.Path(path_type=Path), help="Collection directory (resumed when it exists)."
+)
+@click.option(
+    "--shard",
+    callback=shard_option,
+    help="Collect only slice I of N of the problems (I/N, e.g. 3/8); join with `merge`.",
+)
+@exits_on_user_error
+def collect(out, shard, **kwargs) -> None:  # noqa: ANN001
+    """Generate traces, capture cue features, and label each cue by a forced exit."""
+    _collect(out, shard=shard, **kwargs)
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="The merged collection directory.")
+@exits_on_user_error
+def merge(sources, out) -> None:  # noqa: ANN001
+    """Join shard collections (same model, settings and seed) into one."""
+    from tools.collection import merge as merge_collections
+
+    counts = merge_collections(list(sources), out)
+    click.echo(f"merged {len(sources)} collections into {out}; cue events per split: {json.dumps(counts)}")
 
 
 @main.command()
 @click.argument("collection", type=click.Path(path_type=Path))
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Probe directory to write probe.onnx into.")
+@click.option(
+    "--out", "-o", required=True, type=click.Path(path_type=Path), help="Probe directory to write probe.onnx into."
+)
+@click.option(
+    "--probe",
+    "kind",
+    type=click.Choice(["auto", "mlp", "linear"]),
+    default="auto",
+    show_default=True,
+    help="The method's MLP, a logistic regression, or whichever cross-validates better on the train split.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--max-iter", type=int, default=200, show_default=True, help="Most epochs (early stopping usually ends sooner).")
-@user_errors
-def train(collection, out, seed, max_iter):  # noqa: ANN001
+@click.option(
+    "--max-iter", type=int, default=200, show_default=True, help="Most epochs (early stopping usually ends sooner)."
+)
+@exits_on_user_error
+def train(collection, out, kind, seed, max_iter) -> None:  # noqa: ANN001
     """Train the probe on COLLECTION's train split and export it to ONNX."""
+    _train(collection, out, kind=kind, seed=seed, max_iter=max_iter)
+
+
+def _train(collection: Path, out: Path, *, kind: str, seed: int, max_iter: int) -> None:
     from tools.train import run_train
 
-    with click.progressbar(length=1, label="train", show_eta=False) as bar:
-        report = run_train(collection, out, seed=seed, max_iter=max_iter)
-        bar.update(1)
+    report = run_train(collection, out, kind=kind, seed=seed, max_iter=max_iter)
+    if report["cross_validation_auc"]:
+        tried = ", ".join(f"{name} {auc}" for name, auc in report["cross_validation_auc"].items())
+        click.echo(f"cross-validated AUC on the train split: {tried}")
+    click.echo(f"probe: {report['probe']}")
     for split in ("train", "cal", "test"):
         r = report[split]
-        click.echo(f"{split:5s}: {r['n']} events ({r['positives']} right exits)  AUC {r['auc']}  accuracy {r['accuracy']}")
+        click.echo(
+            f"{split:5s}: {r['n']} events ({r['positives']} right exits)  AUC {r['auc']}  accuracy {r['accuracy']}"
+        )
     click.echo(f"ONNX check: max |Δp| {report['onnx_max_abs_diff']:.1e}; wrote {out / 'probe.onnx'}")
 
 
 @main.command()
 @click.argument("collection", type=click.Path(path_type=Path))
-@click.option("--probe", "-p", "probe_dir", required=True, type=click.Path(path_type=Path), help="Probe directory from `train`.")
-@click.option("--resplits", type=int, default=200, show_default=True, help="Evaluate over this many random re-splits (0: skip).")
-@click.option("--p-value", type=click.Choice(["binomial", "hb"]), default="binomial", show_default=True, help="Learn-then-Test p-values.")
+@click.option(
+    "--probe",
+    "-p",
+    "probe_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Probe directory from `train` (or a new one with --score trial).",
+)
+@click.option(
+    "--score",
+    type=click.Choice(["probe", "trial"]),
+    default="probe",
+    show_default=True,
+    help="What to calibrate: the probe's output, or the trial answers' confidence (no probe needed).",
+)
+@click.option(
+    "--resplits", type=int, default=200, show_default=True, help="Evaluate over this many random re-splits (0: skip)."
+)
+@click.option(
+    "--p-value",
+    type=click.Choice(["binomial", "hb"]),
+    default="binomial",
+    show_default=True,
+    help="Learn-then-Test p-values.",
+)
+@click.option(
+    "--per-cue",
+    type=click.Choice(["pac", "marginal"]),
+    default="pac",
+    show_default=True,
+    help="Per-cue promise: PAC (rate ≤ δ in 90 % of calibration draws) or marginal (≤ δ on average).",
+)
+@click.option("--default-alpha", type=float, help="The level run/chat/serve use when none is asked for.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@user_errors
-def calibrate(collection, probe_dir, resplits, p_value, seed):  # noqa: ANN001
+@exits_on_user_error
+def calibrate(collection, probe_dir, score, resplits, p_value, per_cue, default_alpha, seed) -> None:  # noqa: ANN001
     """Calibrate thresholds per δ and α and write the probe card (with test-split metrics)."""
-    from tools.calibrate import run_calibrate
+    _calibrate(
+        collection,
+        probe_dir,
+        score=score,
+        resplits=resplits,
+        p_value=p_value,
+        per_cue=per_cue,
+        default_alpha=default_alpha,
+        seed=seed,
+    )
 
-    card = run_calibrate(collection, probe_dir, resplits=resplits, seed=seed, p_value=p_value)
+
+def _calibrate(collection: Path, probe_dir: Path, **kwargs) -> None:  # noqa: ANN003
+    from tools.calibrate import report_card, run_calibrate
+
+    card = run_calibrate(collection, probe_dir, **kwargs)
     click.echo(report_card(card))
 
 
-def report_card(card) -> str:  # noqa: ANN001
-    """The card's calibration and test metrics as a few readable lines."""
-    m = card.metrics
-    lines = [f"traces {m['traces']}, cue events {m['events']}, traces without cues {m['traces_without_cues']}"]
-    t = m["test"]
-    lines.append(f"test: AUC {t['auc']}, accuracy without exits {t['accuracy_without_exits']}")
-    for r in t["rules"]:
-        lines.append(
-            f"  {r['mode']:10s} {r['level']:<5} premature/cue {r['per_cue_premature_exit_rate']}  "
-            f"premature/answer {r['per_answer_premature_exit_rate']}  exits {r['exit_rate']}  "
-            f"saved {r['tokens_saved']:.1%}  accuracy {r['accuracy_with_exits']}"
-        )
-    for e in card.calibration["per_cue"]:
-        if e["q_neg"] is None:
-            lines.append(f"  δ={e['delta']}: never exits at this δ (too few wrong-exit calibration events)")
-    for e in card.calibration["per_answer"]:
-        if e["threshold"] is None:
-            lines.append(f"  α={e['alpha']}: never exits at this α (too few calibration traces to certify it)")
-    if ev := m.get("resplit_evaluation"):
-        lines.append(f"re-splits ({ev['resplits']}): how often the promised rate was exceeded")
-        for key, r in ev["rates"].items():
-            lines.append(f"  {key:18s} {r['violation_frequency']:.1%} (mean rate {r['mean_rate']})")
-    return "\n".join(lines)
+@main.command("make-probe")
+@collect_options
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Probe directory to write (probe.onnx, card.json).",
+)
+@click.option(
+    "--work",
+    type=click.Path(path_type=Path),
+    help="Collection directory (default: runs/<probe name>; resumed when it exists).",
+)
+@exits_on_user_error
+def make_probe(out, work, seed, **kwargs) -> None:  # noqa: ANN001
+    """Collect, train and calibrate with the method's defaults, then print the card."""
+    from lynx_edge.display import describe_card
+    from lynx_edge.runtime.probe_card import ProbeCard
+
+    work = work or Path("runs") / out.name
+    _collect(work, seed=seed, **kwargs)
+    _train(work, out, kind="auto", seed=seed, max_iter=200)
+    _calibrate(work, out, score="probe", resplits=200, p_value="binomial", per_cue="pac", seed=seed)
+    click.echo(describe_card(ProbeCard.load(out)))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,17 @@
-"""Train: scaler + MLP (256, 64) on the train split, class-balanced, early stopping; ONNX out.
+"""Train: a scaler + classifier on the train split, class-balanced; ONNX out.
 
-The method's probe (spec §4): StandardScaler → ReLU MLP D→256→64→1, Adam lr 1e-3, L2 1e-4,
-batch 200, early stopping on a 20 % split, sample weights n / (2·n_c). The ONNX file (scaler
-folded in) is checked against the in-memory model before it is written.
+Two kinds of probe, both a scaler and Gemm layers in ONNX:
+
+* ``mlp`` — the method's probe (spec §4): StandardScaler → ReLU MLP D→256→64→1, Adam lr 1e-3,
+  L2 1e-4, batch 200, early stopping on a 20 % split, sample weights n / (2·n_c);
+* ``linear`` — L2-regularised logistic regression on the same features and weights. A small
+  model with a few thousand cue events and a rare negative class (its wrong exits) can fit
+  the MLP's 600k weights to noise; a linear probe is what holds there.
+
+``auto`` (the default) picks between them — and the regularisation of the linear one — by
+AUC in 5-fold cross-validation on the train split, folds grouped by trace so the cues of one
+trace never sit on both sides; the calibration and test splits are never looked at. The ONNX
+file (scaler folded in) is checked against the in-memory model before it is written.
 """
 
 from __future__ import annotations
@@ -17,13 +26,16 @@ from typing import Any
 import numpy as np
 
 from lynx_edge.errors import LynxError
-from lynx_edge.onnx_probe import OnnxProbe
-from lynx_edge.probe_export import write_mlp_onnx
+from lynx_edge.runtime.onnx_probe import OnnxProbe
+from lynx_edge.runtime.probe_export import write_mlp_onnx
 from tools.collection import Collection, SplitEvents
 
 ONNX_TOLERANCE = 1e-5
 TRAINING = "training.json"
 MIN_CLASS_FOR_EARLY_STOP = 10
+KINDS = ("auto", "mlp", "linear")
+LINEAR_C = (0.003, 0.01, 0.03)  # inverse L2 strengths tried for the linear probe
+FOLDS = 5
 
 
 class TrainingError(LynxError):
@@ -32,11 +44,35 @@ class TrainingError(LynxError):
 
 @dataclass
 class TrainedProbe:
+    """A fitted scaler and classifier (sklearn), and what they are."""
+
     scaler: Any
-    mlp: Any
+    model: Any
+    kind: str  # "mlp" or "linear"
+    c: float | None = None  # the linear probe's inverse L2 strength
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        return self.mlp.predict_proba(self.scaler.transform(features.astype(np.float64)))[:, 1]
+        return self.model.predict_proba(self.scaler.transform(features.astype(np.float64)))[:, 1]
+
+    @property
+    def layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(W [in, out], b [out]) per layer, as the ONNX writer takes them."""
+        if self.kind == "linear":
+            return [(self.model.coef_.T, self.model.intercept_)]
+        return list(zip(self.model.coefs_, self.model.intercepts_))
+
+    @property
+    def epochs(self) -> int | None:
+        return int(self.model.n_iter_) if self.kind == "mlp" else None
+
+    @property
+    def label(self) -> str:
+        return probe_label(self.kind, self.c)
+
+
+def probe_label(kind: str, c: float | None) -> str:
+    """How a probe setting is named in reports: "mlp 256/64" or "linear C=0.01"."""
+    return f"linear C={c:g}" if kind == "linear" else "mlp 256/64"
 
 
 def balanced_weights(labels: np.ndarray) -> np.ndarray:
@@ -51,17 +87,27 @@ def balanced_weights(labels: np.ndarray) -> np.ndarray:
     return np.where(labels == 1, n / (2 * pos), n / (2 * (n - pos)))
 
 
-def fit(events: SplitEvents, *, seed: int = 0, max_iter: int = 200) -> TrainedProbe:
-    from sklearn.neural_network import MLPClassifier
+def fit(
+    features: np.ndarray, labels: np.ndarray, kind: str, *, c: float | None = None, seed: int = 0, max_iter: int = 200
+) -> TrainedProbe:
+    """Fit one probe of ``kind`` ("mlp" or "linear" with inverse L2 strength ``c``)."""
     from sklearn.preprocessing import StandardScaler
 
-    x = events.features.astype(np.float64)
-    y = events.labels.astype(int)
+    x = features.astype(np.float64)
+    y = labels.astype(int)
     weights = balanced_weights(y)
+    scaler = StandardScaler().fit(x)
+    if kind == "linear":
+        from sklearn.linear_model import LogisticRegression
+
+        model = LogisticRegression(C=c, max_iter=5000)
+        model.fit(scaler.transform(x), y, sample_weight=weights)
+        return TrainedProbe(scaler, model, "linear", c)
+    from sklearn.neural_network import MLPClassifier
+
     # a stratified 20 % validation split needs a few events of each class
     early = min(int(y.sum()), int(len(y) - y.sum())) >= MIN_CLASS_FOR_EARLY_STOP
     fitted = int(len(y) * 0.8) if early else len(y)
-    scaler = StandardScaler().fit(x)
     mlp = MLPClassifier(
         hidden_layer_sizes=(256, 64),
         activation="relu",
@@ -76,7 +122,48 @@ def fit(events: SplitEvents, *, seed: int = 0, max_iter: int = 200) -> TrainedPr
         random_state=seed,
     )
     mlp.fit(scaler.transform(x), y, sample_weight=weights)
-    return TrainedProbe(scaler, mlp)
+    return TrainedProbe(scaler, mlp, "mlp")
+
+
+def candidates(kind: str) -> list[tuple[str, float | None]]:
+    """The (kind, c) settings ``kind`` stands for."""
+    linear = [("linear", c) for c in LINEAR_C]
+    return {"mlp": [("mlp", None)], "linear": linear, "auto": [("mlp", None), *linear]}[kind]
+
+
+def cross_validate(events: SplitEvents, kind: str, *, seed: int = 0, max_iter: int = 200) -> dict[str, float | None]:
+    """Mean AUC over trace-grouped folds of the train split, per candidate label."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import GroupKFold
+
+    folds = list(GroupKFold(FOLDS).split(events.features, events.labels, events.trace_ids))
+    results: dict[str, float | None] = {}
+    for name, c in candidates(kind):
+        aucs = []
+        for fit_rows, held_rows in folds:
+            held = events.labels[held_rows]
+            if not 0 < held.sum() < len(held) or not 0 < events.labels[fit_rows].sum() < len(fit_rows):
+                continue
+            probe = fit(events.features[fit_rows], events.labels[fit_rows], name, c=c, seed=seed, max_iter=max_iter)
+            aucs.append(roc_auc_score(held, probe.predict(events.features[held_rows])))
+        results[probe_label(name, c)] = round(float(np.mean(aucs)), 4) if aucs else None
+    return results
+
+
+def train_probe(
+    events: SplitEvents, kind: str = "auto", *, seed: int = 0, max_iter: int = 200
+) -> tuple[TrainedProbe, dict[str, float | None]]:
+    """The probe of ``kind`` (for ``auto`` or ``linear``: the best setting in cross-validation),
+    refitted on the whole train split, and the cross-validated AUC of every candidate."""
+    options = candidates(kind)
+    cv: dict[str, float | None] = {}
+    if len(options) > 1 and len(set(events.trace_ids)) >= FOLDS:
+        cv = cross_validate(events, kind, seed=seed, max_iter=max_iter)
+        ranked = [o for o in options if cv[probe_label(*o)] is not None]
+        if ranked:
+            options = [max(ranked, key=lambda o: cv[probe_label(*o)])]
+    name, c = options[0]
+    return fit(events.features, events.labels, name, c=c, seed=seed, max_iter=max_iter), cv
 
 
 def scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, float | int | None]:
@@ -95,7 +182,7 @@ def scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, float | int | Non
 def export(probe: TrainedProbe, path: Path, check: np.ndarray) -> float:
     """Write the ONNX file after checking it against the in-memory model on ``check``;
     returns the largest |Δp|."""
-    layers = list(zip(probe.mlp.coefs_, probe.mlp.intercepts_))
+    layers = probe.layers
     fd, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -112,24 +199,26 @@ def export(probe: TrainedProbe, path: Path, check: np.ndarray) -> float:
         tmp.unlink(missing_ok=True)
 
 
-def run_train(collection: Path, out: Path, *, seed: int = 0, max_iter: int = 200) -> dict[str, Any]:
+def run_train(collection: Path, out: Path, *, kind: str = "auto", seed: int = 0, max_iter: int = 200) -> dict[str, Any]:
     """Train on ``collection``'s train split and write ``out/probe.onnx`` + ``out/training.json``."""
     store = Collection(collection)
     manifest = store.manifest()
     train = store.load_split("train")
     if len(train) == 0:
         raise TrainingError(f"{collection} has no train events: collect more problems")
-    probe = fit(train, seed=seed, max_iter=max_iter)
+    probe, cv = train_probe(train, kind, seed=seed, max_iter=max_iter)
     out.mkdir(parents=True, exist_ok=True)
     held = {s: store.load_split(s) for s in ("cal", "test")}
     check = np.concatenate([held["test"].features, held["cal"].features, train.features[:500]])
     gap = export(probe, out / "probe.onnx", check.astype(np.float32))
     report = {
-        "collection": str(collection),
+        "collection": collection.name,
         "model": manifest["model"]["name"],
         "fingerprint": manifest["model"],
         "feature_dim": int(train.features.shape[1]),
-        "epochs": int(probe.mlp.n_iter_),
+        "probe": probe.label,
+        "cross_validation_auc": cv,
+        "epochs": probe.epochs,
         "onnx_max_abs_diff": gap,
         "train": scores(probe.predict(train.features), train.labels),
         **{s: scores(probe.predict(e.features), e.labels) for s, e in held.items()},

@@ -1,0 +1,385 @@
+"""``lynx-edge bench``: every exit method on the same trace of each problem.
+
+Phase 1 generates each problem's full trace once (seeded) with the runtime's own loop, exits
+off and a feature sink, and scores every cue's features with the probe — the scores the
+runtime would have computed. Phase 2 puts the trace back in the KV cache and generates the
+forced answer at each cue the methods need (``TraceReplayer``: the model's exit text, then a
+greedy answer; each timed alone) — LYNX's exits, the training-free trials and the oracle all
+use it — plus the budget cuts. Both phases append one line per problem, so a stopped run
+resumes. Phase 1 depends only on the model, probe file and trace settings; phase 2 is redone
+for problems whose budgets moved (more problems were added) or whose method settings or
+calibration changed — so trial knobs, budgets or a recalibrated card are compared on the
+traces already made.
+
+Seconds per problem are measured, not counted: the trace's prefill and per-token rate up to
+the cut, plus the timed answer, plus every trial a training-free method paid for, plus probe
+calls.
+
+Layout of ``--out``::
+
+    manifest.json     model, probe, data, seed and method settings (a resume must match)
+    traces.jsonl      phase 1: trace tokens, full answer, cue scores, timings
+    problems.jsonl    phase 2: per problem and method: cut, answer, right/wrong, tokens, seconds
+    summary.json  table.md  pareto.png
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import click
+import numpy as np
+
+from lynx_edge.bench.methods import (
+    FULL,
+    ORACLE,
+    CueRecord,
+    budget_cut,
+    budget_key,
+    budget_tokens,
+    consistency_exit,
+    consistency_key,
+    deer_exit,
+    deer_key,
+    lynx_exit,
+    lynx_key,
+    median_thinking,
+    oracle_exit,
+    summarize,
+)
+from lynx_edge.errors import SettingError
+from lynx_edge.events import result_of
+from lynx_edge.runtime.engine import Engine
+from lynx_edge.runtime.forced_exit import BOXED_ANSWER_TOKENS, ForcedAnswer, TraceReplayer
+from lynx_edge.runtime.generation import CueFeatures
+from lynx_edge.runtime.options import GenerationOptions
+from lynx_edge.runtime.probe_card import model_fingerprint
+from lynx_edge.tasks.grading import grade
+from lynx_edge.tasks.problems import Problem, data_label, trace_seed
+from lynx_edge.tasks.run_dir import RunDir
+
+TRACES, PROBLEMS = "traces.jsonl", "problems.jsonl"
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What a bench run compares; stored in the manifest so a resume compares the same."""
+
+    seed: int = 0
+    max_tokens: int | None = None  # None: the preset's
+    temperature: float | None = None
+    top_p: float | None = None
+    answer_tokens: int = BOXED_ANSWER_TOKENS  # cap on a forced answer after an exit, as the runtime's
+    deer_lambdas: tuple[float, ...] = (0.95,)
+    deer_cues: tuple[str, ...] = ()  # cues where trial methods try an answer; empty: every cue
+    consistency_ks: tuple[int, ...] = (2,)
+    trial_min_tokens: int = 0  # no trial before this many thinking tokens
+    trial_gap: int = 0  # thinking tokens between two trials
+    budgets: tuple[float, ...] = (0.25, 0.5, 0.75)
+
+    TRACE_FIELDS = ("seed", "max_tokens", "temperature", "top_p")
+
+    def split(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(settings the traces depend on, settings only the simulated methods depend on)."""
+        both = asdict(self)
+        return {k: both[k] for k in self.TRACE_FIELDS}, {k: v for k, v in both.items() if k not in self.TRACE_FIELDS}
+
+    def __post_init__(self) -> None:
+        """Refuse settings no run can use, before any model is loaded."""
+        if not all(0 < lam < 1 for lam in self.deer_lambdas):
+            raise SettingError(
+                f"DEER λ must lie in (0, 1), got {list(self.deer_lambdas)}: pass e.g. --deer-lambda 0.95"
+            )
+        if not all(k >= 2 for k in self.consistency_ks):
+            raise SettingError(
+                f"consistency k must be at least 2, got {list(self.consistency_ks)}: pass e.g. --consistency-k 2"
+            )
+        if not all(0 < f < 1 for f in self.budgets):
+            raise SettingError(f"budgets are fractions in (0, 1), got {list(self.budgets)}: pass e.g. --budget 0.5")
+        if self.answer_tokens < 1:
+            raise SettingError("the answer cap must be at least 1 token")
+
+
+class BenchDir(RunDir):
+    what = "bench output"
+    made = "benchmarked"
+    make_hint = "run `lynx-edge bench --data FILE --out DIR` first"
+
+
+class Bench:
+    """Traces and simulated methods for one engine (model + probe) and settings."""
+
+    def __init__(self, engine: Engine, settings: BenchSettings) -> None:
+        self.engine = engine
+        self.s = settings
+        self.rules = engine.rules() if engine.probe else []
+        self.max_tokens = settings.max_tokens or engine.preset.max_tokens
+        trace_settings, method_settings = settings.split()
+        self.trace_settings = {**trace_settings, "max_tokens": self.max_tokens}
+        # what a phase-2 record was simulated with; records with another stamp are redone
+        self.stamp = json.loads(
+            json.dumps({**method_settings, "calibration": engine.card.calibration if engine.card else None})
+        )
+
+    @property
+    def keys(self) -> list[str]:
+        """Method settings in table order."""
+        return (
+            [FULL]
+            + [lynx_key(r) for r in self.rules]
+            + [deer_key(lam) for lam in self.s.deer_lambdas]
+            + [consistency_key(k) for k in self.s.consistency_ks]
+            + [budget_key(f) for f in self.s.budgets]
+            + [ORACLE]
+        )
+
+    def manifest(self, data: Sequence[str]) -> dict[str, Any]:
+        e = self.engine
+        onnx = e.card.onnx_path if e.card else None
+        return {
+            "model": model_fingerprint(e.backend.info),
+            "probe": e.probe_name,
+            "probe_sha256": hashlib.sha256(onnx.read_bytes()).hexdigest() if onnx else None,
+            "exit_text": e.exit_text,
+            "cues": list(e.cues),
+            "data": [data_label(d) for d in data],
+            "settings": self.trace_settings,
+        }
+
+    # ---- phase 1 -------------------------------------------------------------------
+    def trace(self, problem: Problem) -> dict[str, Any]:
+        """The problem's full trace, its grade, and the probe's score at each cue."""
+        e = self.engine
+        sink: list[CueFeatures] = []
+        options = GenerationOptions(
+            exit="none",
+            max_tokens=self.max_tokens,
+            temperature=self.s.temperature,
+            top_p=self.s.top_p,
+            seed=trace_seed(self.s.seed, problem.id),
+        )
+        result = result_of(e.generate(problem.prompt, options, feature_sink=sink.append))
+        start = time.perf_counter()
+        scores = (
+            e.probe.score_batch(np.stack([c.features for c in sink])).tolist()
+            if e.probe and sink
+            else [None] * len(sink)
+        )
+        probe_seconds = time.perf_counter() - start
+        generated = result.tokens.completion
+        per_token = 1.0 / result.tokens_per_second if result.tokens_per_second else 0.0
+        g = grade(result.answer, problem.gold, problem.kind)
+        return {
+            "id": problem.id,
+            "source": problem.source,
+            "gold": problem.gold,
+            "trace": e.backend.tokens[result.tokens.prompt :],
+            "answer": g.extracted,
+            "correct": g.correct,
+            "thinking_tokens": result.tokens.thinking,
+            "tokens": generated,
+            "finish_reason": result.finish_reason,
+            "cues": [{"cue": c.cue, "cut": c.cut, "score": s} for c, s in zip(sink, scores)],
+            "seconds": result.seconds,
+            "prefill_seconds": max(0.0, result.seconds - generated * per_token),
+            "seconds_per_token": per_token,
+            "probe_seconds_per_cue": probe_seconds / len(sink) if sink else 0.0,
+        }
+
+    # ---- phase 2 -------------------------------------------------------------------
+    def simulate(self, problem: Problem, trace: dict[str, Any], median: float) -> dict[str, Any]:
+        """Every method's outcome on one recorded trace."""
+        e = self.engine
+        prompt = e.backend.prompt_tokens(e.render_prompt(problem.prompt))
+        answers = _Answers(
+            TraceReplayer(e.backend, prompt, trace["trace"], e.think_close), e.exit_text, self.s.answer_tokens
+        )
+        cues = [CueRecord(**c) for c in trace["cues"]]
+        budgets = {
+            budget_key(f): budget_cut(trace["thinking_tokens"], budget_tokens(median, f)) for f in self.s.budgets
+        }
+        answers.prepare([c.cut for c in cues] + [cut for cut in budgets.values() if cut is not None])
+        graded = [self._graded(problem, answers.get(c.cut)[0]) for c in cues]
+        methods = {FULL: self._outcome(trace, answers, None, None)}
+        for rule in self.rules:
+            i = lynx_exit(rule, cues)
+            outcome = self._outcome(
+                trace, answers, cues[i].cut if i is not None else None, graded[i] if i is not None else None
+            )
+            scored = len(cues) if i is None else i + 1
+            outcome["seconds"] = round(outcome["seconds"] + scored * trace["probe_seconds_per_cue"], 4)
+            methods[lynx_key(rule)] = outcome
+        tried = self._tried(cues)
+        trials = [answers.get(cues[j].cut) for j in tried]
+        for lam in self.s.deer_lambdas:
+            methods[deer_key(lam)] = self._trial_outcome(
+                trace, answers, cues, graded, tried, trials, deer_exit([t.mean_prob for t, _ in trials], lam)
+            )
+        for k in self.s.consistency_ks:
+            methods[consistency_key(k)] = self._trial_outcome(
+                trace, answers, cues, graded, tried, trials, consistency_exit([t.text for t, _ in trials], k)
+            )
+        for key, cut in budgets.items():
+            methods[key] = self._outcome(
+                trace, answers, cut, self._graded(problem, answers.get(cut)[0]) if cut is not None else None
+            )
+        j = oracle_exit([g[1] for g in graded])
+        methods[ORACLE] = self._outcome(
+            trace, answers, cues[j].cut if j is not None else None, graded[j] if j is not None else None
+        )
+        return {
+            "id": problem.id,
+            "source": problem.source,
+            "gold": problem.gold,
+            "budget_base": median,
+            "stamp": self.stamp,
+            "methods": methods,
+        }
+
+    def _tried(self, cues: list[CueRecord]) -> list[int]:
+        """The cues where a training-free method writes a trial: the chosen cue words, not
+        before ``trial_min_tokens``, at least ``trial_gap`` tokens after the previous trial."""
+        tried: list[int] = []
+        for j, c in enumerate(cues):
+            if self.s.deer_cues and c.cue not in self.s.deer_cues:
+                continue
+            if c.cut < self.s.trial_min_tokens or (tried and c.cut - cues[tried[-1]].cut < self.s.trial_gap):
+                continue
+            tried.append(j)
+        return tried
+
+    @staticmethod
+    def _graded(problem: Problem, forced: ForcedAnswer) -> tuple[str | None, bool]:
+        g = grade(forced.text, problem.gold, problem.kind)
+        return g.extracted, g.correct
+
+    def _trial_outcome(
+        self,
+        trace: dict[str, Any],
+        answers: _Answers,
+        cues: list[CueRecord],
+        graded: list,
+        tried: list[int],
+        trials: list[tuple[ForcedAnswer, float]],
+        at: int | None,
+    ) -> dict[str, Any]:
+        """A training-free method that exits at trial ``at``: it paid for every trial up to
+        there, then writes its answer (in boxed style, the same tokens as that trial)."""
+        paid = trials if at is None else trials[: at + 1]
+        j = None if at is None else tried[at]
+        outcome = self._outcome(
+            trace, answers, cues[j].cut if j is not None else None, graded[j] if j is not None else None
+        )
+        outcome["seconds"] = round(outcome["seconds"] + sum(s for _, s in paid), 4)
+        outcome["extra_tokens"] = sum(t.tokens for t, _ in paid)
+        return outcome
+
+    def _outcome(
+        self, trace: dict[str, Any], answers: _Answers, cut: int | None, graded: tuple[str | None, bool] | None
+    ) -> dict[str, Any]:
+        if cut is None:
+            return {
+                "exited": False,
+                "cut": None,
+                "answer": trace["answer"],
+                "correct": trace["correct"],
+                "tokens": trace["tokens"],
+                "thinking": trace["thinking_tokens"],
+                "seconds": round(trace["seconds"], 4),
+                "extra_tokens": 0,
+            }
+        forced, seconds = answers.get(cut)
+        kept = trace["prefill_seconds"] + cut * trace["seconds_per_token"]
+        return {
+            "exited": True,
+            "cut": cut,
+            "answer": graded[0],
+            "correct": graded[1],
+            "tokens": cut + forced.tokens,
+            "thinking": cut,
+            "seconds": round(kept + seconds, 4),
+            "extra_tokens": 0,
+        }
+
+
+class _Answers:
+    """Forced answers of one trace (exit text, greedy answer), each generated once and timed
+    alone (the cache is moved to the cut before the clock starts)."""
+
+    def __init__(self, replayer: TraceReplayer, exit_text: str, max_tokens: int) -> None:
+        self.replayer = replayer
+        self.exit_text = exit_text
+        self.max_tokens = max_tokens
+        self.done: dict[int, tuple[ForcedAnswer, float]] = {}
+
+    def prepare(self, cuts: Sequence[int]) -> None:
+        """Generate at ``cuts`` from the last back, so the cache only ever shrinks."""
+        for cut in sorted(set(cuts), reverse=True):
+            self.get(cut)
+
+    def get(self, cut: int) -> tuple[ForcedAnswer, float]:
+        if cut not in self.done:
+            self.replayer.keep(cut)
+            start = time.perf_counter()
+            forced = self.replayer.answer_at(cut, self.exit_text, max_tokens=self.max_tokens)
+            self.done[cut] = (forced, time.perf_counter() - start)
+        return self.done[cut]
+
+
+def run_bench(
+    engine: Engine,
+    problems: Sequence[Problem],
+    settings: BenchSettings,
+    store: BenchDir,
+    data: Sequence[str],
+    *,
+    progress: Callable[[Sequence[Problem], str], Iterator[Problem]] | None = None,
+) -> dict[str, Any]:
+    """Trace, simulate (both resumable) and summarize ``problems``; returns the summary."""
+    bench = Bench(engine, settings)
+    store.start(bench.manifest(data), may_change=("data",))
+    walk = progress or (lambda items, label: iter(items))
+    start = time.perf_counter()
+    traces = {t["id"]: t for t in store.read(TRACES)}
+    for problem in walk([p for p in problems if p.id not in traces], "traces"):
+        traces[problem.id] = bench.trace(problem)
+        store.append(TRACES, [traces[problem.id]])
+    mine = [traces[p.id] for p in problems]
+    median = median_thinking([t["thinking_tokens"] for t in mine])
+    kept = [r for r in store.read(PROBLEMS) if r["budget_base"] == median and r.get("stamp") == bench.stamp]
+    store.rewrite(PROBLEMS, kept)
+    outcomes = {r["id"]: r for r in kept}
+    for problem in walk([p for p in problems if p.id not in outcomes], "methods"):
+        outcomes[problem.id] = bench.simulate(problem, traces[problem.id], median)
+        store.append(PROBLEMS, [outcomes[problem.id]])
+    records = [outcomes[p.id] for p in problems]
+    return {
+        "model": engine.model_name,
+        "probe": engine.probe_name,
+        "data": [data_label(d) for d in data],
+        "problems": len(records),
+        "seed": settings.seed,
+        "median_thinking_tokens": median,
+        "budget_tokens": {budget_key(f): budget_tokens(median, f) for f in settings.budgets},
+        "trials": {
+            "text": engine.exit_text,
+            "lambdas": list(settings.deer_lambdas),
+            "ks": list(settings.consistency_ks),
+            "cues": list(settings.deer_cues) or list(engine.cues),
+            "answer_tokens": settings.answer_tokens,
+        },
+        "rows": summarize(records, bench.keys),
+        "seconds_this_run": round(time.perf_counter() - start, 1),
+    }
+
+
+def click_progress(items: Sequence[Problem], label: str) -> Iterator[Problem]:
+    """A progress bar with ETA on stderr (hidden when stderr is not a terminal)."""
+    with click.progressbar(items, label=f"{label:8}", show_eta=True, show_pos=True, file=sys.stderr) as bar:
+        yield from bar

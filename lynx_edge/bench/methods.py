@@ -1,0 +1,165 @@
+"""Exit methods compared by ``lynx-edge bench``, decided on a recorded trace; pure Python.
+
+Decoding is causal, so every method can be simulated on the same full trace of a problem:
+where it would cut the thinking depends only on the trace up to there. This module says
+*where* each method cuts and sums up the outcomes; ``evaluate`` generates the traces and the
+forced answers.
+
+* ``full``        — the trace as it is;
+* ``lynx``        — the first cue whose probe score passes a calibrated rule (per δ and per α);
+* ``deer``        — the first cue whose trial answer's confidence exceeds λ (training-free);
+* ``consistency`` — the first cue whose trial answer equals the previous k−1 trials' (training-free);
+* ``budget``      — a hard cut at a fixed fraction of the median full thinking length;
+* ``oracle``      — the first cue whose forced answer is right (what a perfect probe would do).
+
+A trial answer at a cue is the forced answer there (the model's exit text, then a greedy
+answer), exactly what the runtime writes on its branch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lynx_edge.runtime.exits import normalize_answer
+from lynx_edge.runtime.policy import ExitRule
+
+FULL = "full"
+ORACLE = "oracle"
+
+
+@dataclass(frozen=True)
+class CueRecord:
+    """A cue of a recorded trace: its label, where an exit there cuts, and the probe score."""
+
+    cue: str
+    cut: int
+    score: float | None
+
+
+def lynx_key(rule: ExitRule) -> str:
+    return f"lynx {'δ' if rule.mode == 'per-cue' else 'α'}={rule.level:g}"
+
+
+def deer_key(lam: float) -> str:
+    return f"deer λ={lam:g}"
+
+
+def consistency_key(k: int) -> str:
+    return f"consistency k={k}"
+
+
+def budget_key(fraction: float) -> str:
+    return f"budget {fraction:.0%}"
+
+
+def lynx_exit(rule: ExitRule, cues: Sequence[CueRecord]) -> int | None:
+    """Index of the cue where the runtime would exit under ``rule`` (None: thinks to the end)."""
+    for i, cue in enumerate(cues):
+        if cue.score is not None and rule.exits(cue.score):
+            return i
+    return None
+
+
+def deer_exit(confidences: Sequence[float], lam: float) -> int | None:
+    """Index of the first trial whose confidence clears λ (None: thinks to the end)."""
+    for i, confidence in enumerate(confidences):
+        if confidence > lam:
+            return i
+    return None
+
+
+def consistency_exit(answers: Sequence[str], k: int) -> int | None:
+    """Index of the first trial that makes k equal (non-empty) answers in a row."""
+    run, last = 0, None
+    for i, answer in enumerate(answers):
+        key = normalize_answer(answer)
+        run = run + 1 if key and key == last else (1 if key else 0)
+        last = key
+        if run >= k:
+            return i
+    return None
+
+
+def oracle_exit(right: Sequence[bool]) -> int | None:
+    """Index of the first cue whose forced answer is right."""
+    return next((i for i, ok in enumerate(right) if ok), None)
+
+
+def budget_cut(thinking_tokens: int, budget: int) -> int | None:
+    """The cut a hard token budget makes, or None when the thinking fits within it."""
+    return budget if thinking_tokens > budget else None
+
+
+def budget_tokens(median_thinking: float, fraction: float) -> int:
+    return max(1, int(round(median_thinking * fraction)))
+
+
+def median_thinking(thinking_tokens: Sequence[int]) -> float:
+    return float(np.median(thinking_tokens)) if len(thinking_tokens) else 0.0
+
+
+def summarize(records: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per method setting over the per-problem records.
+
+    Each record holds ``methods[key]`` with ``exited``, ``correct``, ``tokens``, ``thinking``,
+    ``seconds`` and ``extra_tokens`` (decoded but not part of the output: trial answers).
+    Help: full wrong → method right; harm: full right → method wrong. The premature-exit rate
+    is harm over all problems — the quantity a per-answer α bounds. ``thinking_saved``: the
+    share of full thinking tokens the method did not think.
+    """
+    n = len(records)
+    if not n:
+        return []
+    full_tokens = sum(r["methods"][FULL]["tokens"] for r in records)
+    full_thinking = sum(r["methods"][FULL]["thinking"] for r in records)
+    full_seconds = sum(r["methods"][FULL]["seconds"] for r in records)
+    rows = []
+    for key in keys:
+        outcomes = [r["methods"][key] for r in records]
+        full_ok = [r["methods"][FULL]["correct"] for r in records]
+        tokens = np.array([o["tokens"] for o in outcomes], dtype=np.float64)
+        seconds = sum(o["seconds"] for o in outcomes)
+        help_ = sum(1 for o, f in zip(outcomes, full_ok) if o["correct"] and not f)
+        harm = sum(1 for o, f in zip(outcomes, full_ok) if f and not o["correct"])
+        rows.append(
+            {
+                "method": key,
+                "problems": n,
+                "accuracy": round(sum(o["correct"] for o in outcomes) / n, 4),
+                "mean_tokens": round(float(tokens.mean()), 1),
+                "median_tokens": float(np.median(tokens)),
+                "saved": round(1 - float(tokens.sum()) / full_tokens, 4) if full_tokens else 0.0,
+                "thinking_saved": round(1 - sum(o["thinking"] for o in outcomes) / full_thinking, 4)
+                if full_thinking
+                else 0.0,
+                "exit_rate": round(sum(o["exited"] for o in outcomes) / n, 4),
+                "help": help_,
+                "harm": harm,
+                "premature_rate": round(harm / n, 4),
+                "seconds": round(seconds / n, 3),
+                "time_saved": round(1 - seconds / full_seconds, 4) if full_seconds else 0.0,
+                "extra_tokens": round(sum(o.get("extra_tokens", 0) for o in outcomes) / n, 1),
+            }
+        )
+    return rows
+
+
+def pareto_front(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Method settings no other setting beats on both accuracy and mean tokens (the oracle,
+    which needs the answers' grades, is not a contender)."""
+    real = [r for r in rows if r["method"] != ORACLE]
+    front = []
+    for r in real:
+        dominated = any(
+            o["accuracy"] >= r["accuracy"]
+            and o["mean_tokens"] <= r["mean_tokens"]
+            and (o["accuracy"] > r["accuracy"] or o["mean_tokens"] < r["mean_tokens"])
+            for o in real
+        )
+        if not dominated:
+            front.append(r["method"])
+    return front

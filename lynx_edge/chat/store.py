@@ -1,0 +1,134 @@
+"""Chat history in SQLite under the user data dir, and export of a chat to Markdown.
+
+Every message is written the moment it exists (the user's when sent, the assistant's when
+it starts, then again as it grows and when it ends), each write its own transaction in WAL
+mode, so a crash or Ctrl-C loses at most the last few tokens of a reply — never a chat.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lynx_edge.runtime.model_files import data_dir
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS chats (
+    id INTEGER PRIMARY KEY,
+    title TEXT NOT NULL,
+    model TEXT NOT NULL,
+    probe TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    chat_id INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    thinking TEXT NOT NULL DEFAULT '',
+    stats TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_chat ON messages(chat_id, id);
+"""
+
+
+@dataclass
+class StoredMessage:
+    """One message as stored; ``stats`` holds the assistant's numbers and exit decisions."""
+
+    role: str
+    content: str
+    thinking: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class ChatSummary:
+    id: int
+    title: str
+    model: str
+    updated: float
+    messages: int
+
+
+def history_path() -> Path:
+    return data_dir() / "chats.sqlite3"
+
+
+class ChatStore:
+    """The history database; one connection, used from the UI thread only."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or history_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: each write lands
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+
+    def new_chat(self, title: str, model: str, probe: str | None) -> int:
+        now = time.time()
+        cur = self.db.execute(
+            "INSERT INTO chats (title, model, probe, created, updated) VALUES (?, ?, ?, ?, ?)",
+            (title[:120], model, probe, now, now),
+        )
+        return int(cur.lastrowid)
+
+    def add(self, chat_id: int, message: StoredMessage) -> int:
+        now = time.time()
+        cur = self.db.execute(
+            "INSERT INTO messages (chat_id, role, content, thinking, stats, created) VALUES (?, ?, ?, ?, ?, ?)",
+            (chat_id, message.role, message.content, message.thinking, json.dumps(message.stats), now),
+        )
+        self.db.execute("UPDATE chats SET updated = ? WHERE id = ?", (now, chat_id))
+        message.id = int(cur.lastrowid)
+        return message.id
+
+    def update(self, message: StoredMessage) -> None:
+        self.db.execute(
+            "UPDATE messages SET content = ?, thinking = ?, stats = ? WHERE id = ?",
+            (message.content, message.thinking, json.dumps(message.stats), message.id),
+        )
+
+    def chats(self) -> list[ChatSummary]:
+        rows = self.db.execute(
+            "SELECT c.id, c.title, c.model, c.updated, COUNT(m.id) FROM chats c "
+            "LEFT JOIN messages m ON m.chat_id = c.id GROUP BY c.id ORDER BY c.updated DESC"
+        ).fetchall()
+        return [ChatSummary(*row) for row in rows]
+
+    def messages(self, chat_id: int) -> list[StoredMessage]:
+        rows = self.db.execute(
+            "SELECT role, content, thinking, stats, id FROM messages WHERE chat_id = ? ORDER BY id", (chat_id,)
+        ).fetchall()
+        return [StoredMessage(r, c, t, json.loads(s), i) for r, c, t, s, i in rows]
+
+    def title(self, chat_id: int) -> str:
+        row = self.db.execute("SELECT title FROM chats WHERE id = ?", (chat_id,)).fetchone()
+        return row[0] if row else ""
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def chat_markdown(title: str, messages: list[StoredMessage]) -> str:
+    """A chat as Markdown: questions, the thinking folded in <details>, answers, stats."""
+    parts = [f"# {title}\n"]
+    for m in messages:
+        if m.role == "user":
+            parts.append(f"## You\n\n{m.content}\n")
+            continue
+        parts.append("## Assistant\n")
+        if m.thinking:
+            parts.append(f"<details><summary>Thinking</summary>\n\n{m.thinking}\n\n</details>\n")
+        parts.append(f"{m.content}\n")
+        if line := m.stats.get("line"):
+            parts.append(f"_{line}_\n")
+    return "\n".join(parts)

@@ -1,0 +1,287 @@
+"""The ``lynx-edge`` command line: run, chat, serve, models, probe info, bench.
+
+Exit codes: 0 done; 1 a problem with a file, a model or the request (one line that names it
+and the fix); 2 a malformed command line (an unknown option, a value out of its range);
+130 interrupted (what was generated stays on screen). ``LYNX_EDGE_DEBUG=1`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lynx_edge.cli.bench import bench
+from lynx_edge.cli.options import answer_grammar, exit_choice, exit_options, generation_options, model_options
+from lynx_edge.errors import SettingError, exits_on_user_error
+
+EXIT_INTERRUPTED = 130
+
+
+def prepare_model(model: str | None) -> None:
+    """Make a preset's model file before any screen is drawn (merging the shipped adapter
+    into its base takes ~10 s, once per machine), saying so."""
+    from lynx_edge.runtime.model_files import local_file, resolve_model
+    from lynx_edge.runtime.presets import DEFAULT_PRESET, PRESETS
+
+    preset = PRESETS.get(model or DEFAULT_PRESET)
+    if preset is not None and preset.adapter and local_file(preset) is None:
+        click.echo(f"preparing {preset.name}: merging its adapter into the base model, once (about 10 s)", err=True)
+        resolve_model(model)
+
+
+def load_engine(model, probe, no_probe, alpha, mode, n_ctx, threads, *, parallel: int = 1):  # noqa: ANN001, ANN201
+    from lynx_edge.runtime.engine import Engine
+
+    return Engine(
+        model,
+        probe=None if no_probe else (probe or "auto"),
+        alpha=alpha,
+        mode=mode,
+        n_ctx=n_ctx,
+        n_threads=threads,
+        parallel=parallel,
+    )
+
+
+def engine_args(kwargs: dict[str, Any]) -> tuple:
+    return tuple(kwargs.pop(k) for k in ("model", "probe", "no_probe", "alpha", "mode", "n_ctx", "threads"))
+
+
+def options_from(kwargs: dict[str, Any]):  # noqa: ANN201 - GenerationOptions
+    """A request's options from the run/chat flags (validated by GenerationOptions)."""
+    from lynx_edge.runtime.options import GenerationOptions
+
+    return GenerationOptions(
+        max_tokens=kwargs.get("max_tokens"),
+        temperature=kwargs.get("temperature"),
+        top_p=kwargs.get("top_p"),
+        seed=kwargs.get("seed"),
+        exit=exit_choice(kwargs["exit_policy"], kwargs["no_exit"]),
+        alpha=kwargs.get("alpha"),
+        mode=kwargs.get("mode"),
+        trial_level=kwargs.get("trial_level"),
+        exit_style=kwargs.get("exit_style", "conclude"),
+        measure_savings=kwargs.get("measure_savings", False),
+        think=not kwargs.get("no_think", False),
+        grammar=answer_grammar(kwargs.get("json_schema"), kwargs.get("json_object", False)),
+        answer_reserve=kwargs.get("answer_reserve"),
+        top_logprobs=kwargs.get("top_logprobs", 0),
+        logprobs=bool(kwargs.get("top_logprobs")),
+        frequency_penalty=kwargs.get("frequency_penalty", 0.0),
+        presence_penalty=kwargs.get("presence_penalty", 0.0),
+        logit_bias=tuple(kwargs.get("logit_bias") or ()),
+    )
+
+
+def read_prompt(prompt: str | None) -> str:
+    """The prompt argument, or stdin for '-' (or when stdin is piped and no prompt is given)."""
+    if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
+        prompt = sys.stdin.read()
+    if prompt is None:
+        raise click.UsageError("pass a PROMPT, or '-' to read it from stdin")
+    if not prompt.strip():
+        raise SettingError("the prompt is empty: type a question (or pass '-' to read it from stdin)")
+    return prompt
+
+
+class OneLineErrors(click.Group):
+    """Bad input is one line on stderr that names the problem (and ``--help`` for the
+    syntax), never a usage dump: exit code 2 for a malformed command line, 1 otherwise."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "lynx-edge"
+            click.echo(f"Error: {exc.format_message()} (see `{where} --help`)", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort as exc:
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                click.echo("interrupted before any output", err=True)
+                sys.exit(EXIT_INTERRUPTED)
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=OneLineErrors)
+@click.version_option(package_name="lynx-edge")
+def main() -> None:
+    """Reasoning models that stop thinking once they know the answer (LYNX on llama.cpp)."""
+
+
+main.add_command(bench)
+
+
+@main.command()
+@click.argument("prompt", required=False)
+@model_options
+@exit_options
+@generation_options
+@click.option(
+    "--measure-savings",
+    is_flag=True,
+    help="After an exit, run the un-exited trajectory to its end and report the exact saving.",
+)
+@click.option(
+    "--top-logprobs",
+    type=click.IntRange(0, 20),
+    default=0,
+    help="With --json: log-probabilities of the answer tokens, with this many alternatives.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@exits_on_user_error
+def run(prompt: str | None, as_json: bool, **kwargs: Any) -> None:
+    """Answer PROMPT once ('-' reads stdin): the thinking (dimmed, stderr), the answer
+    (stdout; with --json-schema, the JSON) and a stats line."""
+    from lynx_edge.terminal import RunPrinter
+
+    prompt = read_prompt(prompt)
+    load = engine_args(kwargs)
+    try:
+        options = options_from(kwargs)
+        prepare_model(load[0])
+        engine = load_engine(*load)
+    except KeyboardInterrupt:
+        click.echo("interrupted while loading the model", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    events = engine.generate(prompt, options)
+    printer = RunPrinter(as_json=as_json, notices=engine.notices)
+    try:
+        for event in events:
+            printer.handle(event)
+    except KeyboardInterrupt:
+        events.close()
+        printer.interrupted()
+        sys.exit(EXIT_INTERRUPTED)
+    printer.finish()
+
+
+@main.command()
+@model_options
+@click.option("--max-tokens", type=click.IntRange(min=1), help="Cap on tokens per reply (default: the preset's).")
+@click.option(
+    "--no-measure-savings",
+    is_flag=True,
+    help="Do not finish un-exited thinking in the background to measure the saving.",
+)
+@exits_on_user_error
+def chat(max_tokens: int | None, no_measure_savings: bool, **kwargs: Any) -> None:
+    """Terminal chat: live thinking with every exit decision, answers, tokens saved, history."""
+    from lynx_edge.chat.app import ChatApp
+
+    load = engine_args(kwargs)
+    prepare_model(load[0])
+    app = ChatApp(lambda: load_engine(*load), measure_savings=not no_measure_savings, max_tokens=max_tokens)
+    app.run()
+
+
+@main.command()
+def models() -> None:
+    """List model presets (which have a shipped probe) and the GGUF files on this machine."""
+    from lynx_edge.runtime.model_files import cache_dir, default_probe, local_file
+    from lynx_edge.runtime.presets import DEFAULT_PRESET, PRESETS
+
+    known = set()
+    for name, preset in PRESETS.items():
+        local = local_file(preset)
+        known.add(local)
+        if local:
+            where = str(local)
+        elif preset.adapter:
+            where = f"{preset.package} + shipped adapter (merged on first use)"
+        else:
+            where = f"hub: {preset.hf_repo}/{preset.hf_file} (pulled on first use)"
+        probe = "probe ✓" if default_probe(preset) else "no probe"
+        mark = "*" if name == DEFAULT_PRESET else " "
+        click.echo(f"{mark} {name:32} {probe:9} {preset.description}")
+        click.echo(f"  {'':32} {'':9} {where}")
+    cached = sorted(cache_dir().rglob("*.gguf")) if cache_dir().is_dir() else []
+    for path in (p for p in cached if p not in known):
+        click.echo(f"  {path.name:32} {'':9} {path}")
+
+
+@main.group()
+def probe() -> None:
+    """Inspect probe artifacts."""
+
+
+@probe.command("info")
+@click.argument("path", type=click.Path())
+@exits_on_user_error
+def probe_info(path: str) -> None:
+    """Print a probe card: model fingerprint, features, cues, exit text, thresholds, metrics."""
+    from lynx_edge.display import describe_card
+    from lynx_edge.runtime.probe_card import ProbeCard
+
+    click.echo(describe_card(ProbeCard.load(Path(path))))
+
+
+@main.command()
+@model_options
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind (keep 127.0.0.1 unless the network is trusted).",
+)
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option(
+    "--api-key", envvar="LYNX_EDGE_API_KEY", help="Require 'Authorization: Bearer KEY' on every route but /health."
+)
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Requests decoded together (one KV slot each).",
+)
+@click.option(
+    "--max-queue",
+    type=click.IntRange(min=0),
+    default=32,
+    show_default=True,
+    help="Requests that may wait for a slot; more get 503.",
+)
+@click.option(
+    "--cors-origin",
+    multiple=True,
+    help="A web origin allowed to call the API from a browser (repeatable; none by default).",
+)
+@exits_on_user_error
+def serve(
+    host: str,
+    port: int,
+    api_key: str | None,
+    parallel: int,
+    max_queue: int,
+    cors_origin: tuple[str, ...],
+    **kwargs: Any,
+) -> None:
+    """Serve the model over the OpenAI chat-completions API (POST /v1/chat/completions)."""
+    from lynx_edge.serve.app import ServerSettings, model_id
+    from lynx_edge.serve.app import serve as run_server
+
+    load = engine_args(kwargs)
+    prepare_model(load[0])
+    engine = load_engine(*load, parallel=parallel)
+    for line in engine.notices:
+        click.echo(click.style(line, fg="yellow"), err=True)
+    click.echo(
+        f"serving {model_id(engine)} (probe: {engine.probe_name or 'none'}, {parallel} at a time) "
+        f"on http://{host}:{port}/v1",
+        err=True,
+    )
+    run_server(
+        engine, ServerSettings(host=host, port=port, api_key=api_key, max_queue=max_queue, cors_origins=cors_origin)
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""How replies, savings and probe cards read to people (plain text; the CLI and the chat
+style it their own way).
+
+A saving is only called a saving when it is one: an exit whose answer ran longer than the
+rest of the thinking would have "cost N tokens", and a saving measured against an un-exited
+run that hit the token limit is a lower bound ("≥ N, full run capped at M").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from lynx_edge.events import CueScored, GenerationResult, Savings
+from lynx_edge.runtime.conformal import per_cue_threshold
+from lynx_edge.runtime.probe_card import ProbeCard
+
+
+def fmt_threshold(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return "never" if value > 1 or math.isinf(value) else f"{value:.3f}"
+
+
+def cue_marker(event: CueScored) -> str:
+    """``⟨wait 0.412<0.870⟩``: the cue, its score against the threshold (or a trial's)."""
+    if event.score is None:
+        return f"⟨{event.cue}⟩"
+    sign = "≥" if event.decision == "exit" else "<"
+    if event.threshold is not None and event.threshold >= 1 and float(event.threshold).is_integer():
+        return f"⟨{event.cue} {event.score:g}{sign}{event.threshold:g}⟩"  # a count (consistency's run length)
+    return f"⟨{event.cue} {event.score:.3f}{sign}{fmt_threshold(event.threshold)}⟩"
+
+
+def savings_text(savings: Savings) -> str:
+    """A measured saving as what it is."""
+    if savings.tokens_saved < 0:
+        return f"the exit cost {-savings.tokens_saved} extra tok"
+    if savings.capped:
+        return f"saved ≥{savings.tokens_saved} tok (full run stopped at the {savings.natural_tokens}-token limit)"
+    return f"saved {savings.tokens_saved} tok of {savings.natural_tokens}"
+
+
+def stats_line(result: GenerationResult, savings: Savings | None = None, *, measuring: bool = False) -> str:
+    """One line: thinking/answer tokens, exit, probe calls or trials, speed, and the saving.
+
+    ``measuring``: the saving is being measured, so say "saved —" until it is (never a guess);
+    an answer that did not exit saved exactly nothing.
+    """
+    t = result.tokens
+    parts = [f"thinking {t.thinking} tok", f"answer {t.answer} tok"]
+    if result.exit:
+        score = f", p={result.exit.score:.3f}" if result.exit.score is not None and result.exit.score <= 1 else ""
+        parts.append(f"exited at '{result.exit.cue}' ({result.exit.policy}, token {result.exit.token_index}{score})")
+    else:
+        parts.append("no exit")
+    if t.trial:
+        parts.append(f"trials {t.trial} tok ({result.trial_seconds:.2f} s)")
+    else:
+        parts.append(f"probe calls {result.probe_calls}")
+    parts.append(f"{result.tokens_per_second:.0f} tok/s")
+    if savings:
+        parts.append(savings_text(savings))
+    elif measuring:
+        parts.append("saved —" if result.exited else "saved 0 tok")
+    if result.finish_reason != "stop":
+        parts.append(result.finish_reason)
+    return " · ".join(parts)
+
+
+@dataclass
+class SessionTotals:
+    """Answers, exits and tokens over a session, with savings and costs kept apart."""
+
+    answers: int = 0
+    exits: int = 0
+    spent: int = 0
+    saved: int = 0  # sum of measured positive savings
+    cost: int = 0  # sum of tokens exits cost (answers that ran longer than the thinking would have)
+    lower_bound: bool = False  # some saving was measured against a capped run
+
+    def answered(self, result: GenerationResult) -> None:
+        self.answers += 1
+        self.exits += int(result.exited)
+        self.spent += result.tokens.completion
+
+    def measured(self, savings: Savings) -> None:
+        if savings.tokens_saved >= 0:
+            self.saved += savings.tokens_saved
+        else:
+            self.cost -= savings.tokens_saved
+        self.lower_bound = self.lower_bound or savings.capped
+
+    def line(self) -> str:
+        net = self.saved - self.cost
+        pct = net / (self.spent + net) if self.spent + net > 0 else 0.0
+        bound = "≥" if self.lower_bound else ""
+        text = (
+            f"session: {self.answers} answers · {self.exits} exits · spent {self.spent} tok · "
+            f"saved {bound}{self.saved} tok"
+        )
+        if self.cost:
+            text += f" · exits cost {self.cost} tok · net {bound}{net} tok ({pct:.0%})"
+        else:
+            text += f" ({pct:.0%})"
+        return text
+
+
+def describe_card(card: ProbeCard) -> str:
+    """A probe card for people: identity, features, the promise of every calibrated entry,
+    and the test metrics as a table."""
+    m = card.model
+    lines = [
+        f"probe      {card.label}  ({card.path})",
+        f"model      {m['name']} · {m['architecture']} · n_embd {m['n_embd']} · {m['n_layer']} layers · "
+        f"vocab {m['n_vocab']} · tokenizer {m['tokenizer_fingerprint']}"
+        + (f" · weights {m['weights_fingerprint']}" if "weights_fingerprint" in m else ""),
+        f"score      {card.score}" + ("" if card.score == "probe" else " (confidence of a trial answer at each cue)"),
+    ]
+    if card.score == "probe":
+        lines.append(
+            f"features   layers {card.layers or '—'}{' + final norm' if card.final_norm else ''} "
+            f"→ {card.feature_dim} dims"
+        )
+        lines.append(f"onnx       {card.onnx}")
+    lines += [f"cues       {', '.join(repr(c) for c in card.cues)}", f"exit text  {card.exit_text!r}"]
+    if card.default_alpha is not None:
+        lines.append(f"default α  {card.default_alpha:g}")
+    for entry in card.calibration.get("per_cue", []):
+        threshold = per_cue_threshold(_inf(entry["q_pos"]), _inf(entry["q_neg"]))
+        lines.append(
+            f"per-cue    δ={entry['delta']:<5} exit if p ≥ {fmt_threshold(threshold):6}  {_promise(entry, 'δ')}"
+            f"  (n_pos {entry.get('n_pos', '?')}, n_neg {entry.get('n_neg', '?')})"
+        )
+    for entry in card.calibration.get("per_answer", []):
+        lines.append(
+            f"per-answer α={entry['alpha']:<5} exit if p ≥ {fmt_threshold(_inf(entry['threshold'])):6}  "
+            f"{_promise(entry, 'α')}"
+        )
+    if card.metrics:
+        lines += ["", *metrics_table(card.metrics)]
+    if card.warning:
+        lines.append(card.warning)
+    return "\n".join(lines)
+
+
+def _inf(value: float | None) -> float:
+    return math.inf if value is None else float(value)
+
+
+def _promise(entry: dict, symbol: str) -> str:
+    """Which promise an entry makes, in words."""
+    promise = entry.get("promise", "marginal" if symbol == "δ" else "ltt")
+    confidence = entry.get("confidence", 0.9)
+    if promise == "pac":
+        return f"wrong-exit rate ≤ {symbol} with probability {confidence:g} over calibration draws (PAC)"
+    if promise == "marginal":
+        return f"wrong-exit rate ≤ {symbol} on average over calibration draws (split conformal)"
+    return f"answers spoilt by exiting ≤ {symbol} with probability {confidence:g} (Learn-then-Test)"
+
+
+def metrics_table(metrics: dict) -> list[str]:
+    """The test split's figures and what each calibrated rule did there."""
+    test = metrics.get("test") or {}
+    out = [
+        f"test split: {metrics.get('traces', {}).get('test', '?')} traces, AUC {test.get('auc')}, "
+        f"accuracy without exits {test.get('accuracy_without_exits')}"
+    ]
+    rows = test.get("rules") or []
+    if rows:
+        out += [
+            "| rule | wrong exits per cue | spoilt answers | exit rate | tokens saved | accuracy |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            per_cue = r["per_cue_premature_exit_rate"]
+            out.append(
+                f"| {r['mode']} {'δ' if r['mode'] == 'per-cue' else 'α'}={r['level']:g} | "
+                f"{'—' if per_cue is None else f'{per_cue:.1%}'} | {r['per_answer_premature_exit_rate']:.1%} | "
+                f"{r['exit_rate']:.1%} | {r['tokens_saved']:.1%} | {r['accuracy_with_exits']:.1%} |"
+            )
+    if ev := metrics.get("resplit_evaluation"):
+        out.append(
+            f"re-splits: {ev['resplits']} random calibration/test splits; share where the rate exceeded its level:"
+        )
+        out.append("  " + " · ".join(f"{k} {v['violation_frequency']:.0%}" for k, v in ev["rates"].items()))
+        if whole := ev.get("population_rates"):
+            out.append(
+                f"the same, measured on the whole pool of {ev['traces']} held-out traces "
+                "(calibration drawn from it; the promise itself):"
+            )
+            out.append("  " + " · ".join(f"{k} {v['violation_frequency']:.0%}" for k, v in whole.items()))
+    return out

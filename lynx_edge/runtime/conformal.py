@@ -1,0 +1,154 @@
+"""Split conformal calibration for exit probes (pure NumPy).
+
+Class-conditional split conformal (per cue): positives (forced exit would be right) score
+``1 - p``, negatives score ``p``; with n scores and risk δ the quantile is the k-th smallest
+score, and +∞ when k > n (too few events: the class is never excluded). The prediction set
+holds 1 iff ``1 - p <= q_pos`` and 0 iff ``p <= q_neg``; LYNX exits only when the set is
+exactly {1}. Two promises, by how k is chosen:
+
+* marginal — k = ⌈(n+1)(1−δ)⌉: for a cue where exiting is wrong, P(exit) ≤ δ *on average
+  over calibration draws*; a realised rate lands above δ about half the time;
+* PAC (training-conditional) — the smallest k with P(Bin(n, 1−δ) ≥ k) ≤ 1 − confidence: the
+  k-th order statistic's coverage is Beta(k, n−k+1), so the realised rate exceeds δ in at most
+  a fraction 1 − confidence of calibration draws (Vovk 2012). It costs a slightly higher q.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def conformal_quantile(scores: np.ndarray, delta: float) -> float:
+    """The split-conformal quantile of ``scores`` at risk ``delta`` (+inf when k > n)."""
+    n = len(scores)
+    k = math.ceil((n + 1) * (1.0 - delta) - 1e-9)
+    if k > n:
+        return math.inf
+    return float(np.sort(np.asarray(scores, dtype=np.float64))[k - 1])
+
+
+def pac_quantile(scores: np.ndarray, delta: float, confidence: float) -> float:
+    """The training-conditional quantile: the k-th smallest score for the smallest k with
+    P(Bin(n, 1−δ) ≥ k) ≤ 1 − confidence (+inf when no k ≤ n qualifies)."""
+    n = len(scores)
+    tail = 1.0 - confidence
+
+    def ok(k: int) -> bool:  # P(Bin(n, 1−δ) ≥ k) ≤ tail; the left side falls as k grows
+        return 1.0 - binomial_cdf(k - 1, n, 1.0 - delta) <= tail
+
+    if n == 0 or not ok(n):
+        return math.inf
+    lo, hi = 1, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid + 1, hi)
+    return float(np.sort(np.asarray(scores, dtype=np.float64))[lo - 1])
+
+
+def class_conditional_quantiles(
+    probs: np.ndarray, labels: np.ndarray, delta: float, *, confidence: float | None = None
+) -> tuple[float, float]:
+    """(q_pos, q_neg) from calibration probabilities and 0/1 labels: PAC quantiles at
+    ``confidence`` when given, else the marginal ones."""
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels).astype(bool)
+    if confidence is None:
+        return conformal_quantile(1.0 - probs[labels], delta), conformal_quantile(probs[~labels], delta)
+    return pac_quantile(1.0 - probs[labels], delta, confidence), pac_quantile(probs[~labels], delta, confidence)
+
+
+def per_cue_exits(p: float | np.ndarray, q_pos: float, q_neg: float) -> bool | np.ndarray:
+    """Exit iff the prediction set is {1}: p ≥ 1 − q_pos and p > q_neg."""
+    return (1.0 - np.asarray(p) <= q_pos) & (np.asarray(p) > q_neg)
+
+
+def per_cue_threshold(q_pos: float, q_neg: float) -> float:
+    """The score a cue must clear to exit, for display (above 1 means never)."""
+    return max(1.0 - q_pos, q_neg)
+
+
+# ---- per-answer risk control: Learn-then-Test with fixed-sequence testing -------------------
+
+
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(Bin(n, p) ≤ k), summed in log space (exact enough for n in the tens of thousands)."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    i = np.arange(k + 1)
+    logs = (
+        math.lgamma(n + 1)
+        - np.array([math.lgamma(j + 1) + math.lgamma(n - j + 1) for j in i])
+        + i * math.log(p)
+        + (n - i) * math.log1p(-p)
+    )
+    top = logs.max()
+    return float(min(1.0, math.exp(top) * np.exp(logs - top).sum()))
+
+
+def binomial_p_value(losses: int, n: int, alpha: float) -> float:
+    """p-value of H0 "risk > α" for ``losses`` 0/1 losses out of n: P(Bin(n, α) ≤ losses)."""
+    return binomial_cdf(losses, n, alpha)
+
+
+def hoeffding_bentkus_p_value(losses: int, n: int, alpha: float) -> float:
+    """Hoeffding–Bentkus p-value of H0 "risk > α" (valid for any loss in [0, 1])."""
+    risk = losses / n
+    if risk >= alpha:
+        hoeffding = 1.0
+    else:
+        kl = (risk * math.log(risk / alpha) if risk > 0 else 0.0) + (1 - risk) * math.log((1 - risk) / (1 - alpha))
+        hoeffding = math.exp(-n * kl)
+    return min(hoeffding, math.e * binomial_cdf(math.ceil(n * risk), n, alpha))
+
+
+P_VALUES = {"binomial": binomial_p_value, "hb": hoeffding_bentkus_p_value}
+
+
+def first_exit_losses(traces: list[tuple[np.ndarray, np.ndarray, bool]], thresholds: np.ndarray) -> np.ndarray:
+    """0/1 loss per (trace, threshold): the first cue with p ≥ λ gives a wrong forced answer
+    while the full trace's answer is right. A trace is (probs, forced_correct, full_correct)
+    with its cues in order."""
+    losses = np.zeros((len(traces), len(thresholds)), dtype=np.int8)
+    for row, (probs, forced_ok, full_ok) in enumerate(traces):
+        if not full_ok or len(probs) == 0:
+            continue
+        probs = np.asarray(probs, dtype=np.float64)
+        passing = probs[None, :] >= thresholds[:, None]  # [λ, cue]
+        first = np.where(passing.any(axis=1), passing.argmax(axis=1), -1)
+        losses[row] = (first >= 0) & ~np.asarray(forced_ok, dtype=bool)[np.maximum(first, 0)]
+    return losses
+
+
+def ltt_threshold(
+    traces: list[tuple[np.ndarray, np.ndarray, bool]],
+    alpha: float,
+    *,
+    confidence: float = 0.9,
+    p_value: str = "binomial",
+) -> float | None:
+    """The smallest threshold λ that fixed-sequence testing certifies: going from the most
+    conservative λ down, every tested λ has p-value ≤ 1 − confidence for "per-answer risk > α".
+    None when even the most conservative one is not certified (too few traces: never exit)."""
+    n = len(traces)
+    if n == 0:
+        return None
+    test = P_VALUES[p_value]
+    all_probs = np.concatenate([np.asarray(t[0], np.float64) for t in traces] or [np.zeros(0)])
+    candidates = np.unique(all_probs)[::-1]  # descending: most conservative first
+    if len(candidates) == 0:
+        return None
+    losses = first_exit_losses(traces, candidates).sum(axis=0)
+    chosen = None
+    for lam, k in zip(candidates, losses):
+        if test(int(k), n, alpha) > 1.0 - confidence:
+            break
+        chosen = float(lam)
+    return chosen

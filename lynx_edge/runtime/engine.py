@@ -1,0 +1,315 @@
+"""The engine: a model, its probe and exit policies, ready to answer.
+
+``Engine`` loads a GGUF (preset or path), picks the probe made for exactly that model (or
+none), and turns each request into a ``Plan`` (validated once: prompt fits, options make
+sense, the grammar parses). ``generate`` runs one plan alone and yields its events;
+``scheduler`` hands out the batch scheduler for callers that run many at once (the server,
+the probe toolkit). Both run the same ``Generation`` steps, so a request answers alike
+either way.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from lynx_edge.errors import ContextOverflowError, LynxError, ProbeError, SettingError
+from lynx_edge.events import Event
+from lynx_edge.runtime.cues import CueMatcher
+from lynx_edge.runtime.exits import DEFAULT_LEVELS, DEFAULT_TRIAL, NoExit, ProbeExit, TrialExit
+from lynx_edge.runtime.generation import FeatureSink, Generation, Plan, Policy
+from lynx_edge.runtime.llama_backend import LlamaBackend, SamplingSettings
+from lynx_edge.runtime.model_files import default_probe, resolve_model
+from lynx_edge.runtime.onnx_probe import OnnxProbe
+from lynx_edge.runtime.options import GenerationOptions, Mode, check_alpha
+from lynx_edge.runtime.policy import ExitRule, calibrated_levels, card_rules, select_rule
+from lynx_edge.runtime.presets import ModelPreset
+from lynx_edge.runtime.probe_card import ProbeCard
+from lynx_edge.runtime.scheduler import Scheduler
+
+Messages = str | Sequence[dict[str, str]]
+DEFAULT_ALPHA = 0.1
+BRANCH_CELLS = 256  # cache cells each slot keeps for trial answers and forced exits
+
+
+class Engine:
+    """A model, its probe and exit policies (one ``generate`` at a time, or a scheduler)."""
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        probe: str | Path | None = "auto",
+        alpha: float | None = None,
+        mode: Mode | None = None,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        parallel: int = 1,
+    ) -> None:
+        """``probe="auto"`` uses the shipped probe made for exactly this model when there is
+        one; ``None`` runs without a probe. ``parallel`` is how many generations a scheduler
+        may run at once (each gets its own slot in the KV cache)."""
+        if alpha is not None:
+            check_alpha(alpha)
+        if parallel < 1:
+            raise SettingError(f"parallel must be at least 1, got {parallel}")
+        resolved = resolve_model(model)
+        self.preset: ModelPreset = resolved.preset
+        self.notice: str | None = None  # one line a front end shows once (probe missing or refused)
+        self.card = ProbeCard.load(probe) if probe not in ("auto", None) else None
+        auto_card = (
+            ProbeCard.load(default_probe(self.preset)) if probe == "auto" and default_probe(self.preset) else None
+        )
+        card = self.card or auto_card
+        n_ctx = n_ctx or self.preset.n_ctx
+        self.backend = LlamaBackend(
+            resolved.path,
+            n_ctx=n_ctx,
+            n_seq=2 * parallel,
+            kv_cells=parallel * (n_ctx + BRANCH_CELLS),
+            n_threads=n_threads,
+            capture_layers=card.layers if card else self.preset.feature_layers,
+            capture_final=card.final_norm if card else True,
+        )
+        self._settle_card(auto_card)
+        self.probe = OnnxProbe(self.card.onnx_path, self.card.feature_dim) if self.card and self.card.onnx else None
+        default_alpha = self.card.default_alpha if self.card and self.card.default_alpha else DEFAULT_ALPHA
+        self.alpha = alpha if alpha is not None else default_alpha
+        self.mode = mode
+        if self.card:
+            select_rule(self.card.calibration, self.alpha, mode)  # an alpha the card cannot serve fails now
+        source = self.card or self.preset
+        self.cues = tuple(source.cues)
+        self.exit_text = source.exit_text
+        self.think_open = source.think_open
+        self.think_close = source.think_close
+        self.conclude_tokens = len(self.backend.tokenize(self.conclude_text("")))
+        self.scaffold = list(self.card.scaffold if self.card and self.card.scaffold else self.preset.scaffold)
+        self.matcher = CueMatcher(self.cues)
+        self.parallel = parallel
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+        self._scheduler: Scheduler | None = None
+
+    def _settle_card(self, auto_card: ProbeCard | None) -> None:
+        """Keep the probe made for exactly this model: an explicit card that does not fit is an
+        error; a shipped one that does not fit (another quantization, a renamed fine-tune) is
+        dropped with a notice, as is having none."""
+        if auto_card is not None:
+            try:
+                auto_card.check_model(self.backend.info)
+                self.card = auto_card
+            except ProbeError as exc:
+                self.notice = f"the shipped probe does not fit this file ({exc}); {_no_probe_hint()}"
+        elif self.card is not None:
+            self.card.check_model(self.backend.info)
+        if self.card is None and self.notice is None:
+            self.notice = f"no probe matches {self.backend.info.name}: {_no_probe_hint()}"
+
+    # ---- what the engine offers -------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.backend.info.name
+
+    @property
+    def probe_name(self) -> str | None:
+        return self.card.label if self.card else None
+
+    @property
+    def notices(self) -> list[str]:
+        """Lines a front end shows once: no probe (or one that does not fit), a weak probe."""
+        lines = [self.notice] if self.notice else []
+        if self.card is not None and self.card.warning:
+            lines.append(self.card.warning)
+        return lines
+
+    def rules(self) -> list[ExitRule]:
+        """Every calibrated rule of the probe (none without a card)."""
+        return card_rules(self.card.calibration) if self.card else []
+
+    def rule_for(self, alpha: float | None = None, mode: Mode | None = None) -> ExitRule | None:
+        """The calibrated rule a risk level picks (None without a card)."""
+        if not self.card:
+            return None
+        return select_rule(self.card.calibration, self.alpha if alpha is None else alpha, mode or self.mode)
+
+    def levels(self, mode: Mode) -> list[float]:
+        """The risk levels the card offers in ``mode``, ascending."""
+        return calibrated_levels(self.card.calibration, mode) if self.card else []
+
+    def policy_for(self, options: GenerationOptions) -> Policy:
+        """The exit policy ``options`` ask for, on this model."""
+        kind = options.exit
+        if kind == "none":
+            return NoExit()
+        trial_card = self.card is not None and self.card.score == "trial"
+        if kind == "probe" or (kind == "auto" and self.probe is not None):
+            if self.probe is None:
+                raise SettingError(f"{self.model_name} has no probe, so --exit probe cannot run: {_no_probe_hint()}")
+            return ProbeExit(self.rule_for(options.alpha, options.mode), self.probe, self.card.label)
+        if kind == "auto":
+            kind = "deer" if trial_card else DEFAULT_TRIAL
+        level = options.trial_level if options.trial_level is not None else DEFAULT_LEVELS[kind]
+        if kind == "deer" and not 0 < level < 1:
+            raise SettingError(f"DEER's λ must lie in (0, 1), got {level}: pass e.g. --trial-level 0.95")
+        if kind == "consistency" and (level < 2 or level != int(level)):
+            raise SettingError(f"consistency needs k ≥ 2 equal trials in a row, got {level}: pass e.g. --trial-level 2")
+        rule = (
+            self.rule_for(options.alpha, options.mode)
+            if trial_card and kind == "deer" and options.trial_level is None
+            else None
+        )
+        return TrialExit(kind, level, rule)
+
+    # ---- requests ---------------------------------------------------------------------
+    def render_prompt(self, messages: Messages, *, think: bool = True) -> str:
+        """Chat-template text of scaffold + messages, ending inside an open thinking block
+        (or, with ``think`` off and a template that can, after an empty one)."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        scaffold = self.scaffold
+        if any(m["role"] == "system" for m in messages):
+            scaffold = [m for m in scaffold if m["role"] != "system"]
+        kwargs = dict(self.preset.template_kwargs)
+        if not think:
+            kwargs.update(self.preset.no_think_kwargs)
+        text = self.backend.render_chat([*scaffold, *messages], **kwargs)
+        if not think and self.preset.no_think_kwargs:
+            return text
+        if not text.rstrip().endswith(self.think_open):
+            text += f"{self.think_open}\n"
+        return text
+
+    def plan(self, messages: Messages, options: GenerationOptions) -> Plan:
+        """Check a request against this model and resolve every default (raises ``LynxError``
+        subclasses with one-line messages)."""
+        _check_messages(messages)
+        prompt = self.backend.prompt_tokens(self.render_prompt(messages, think=options.think))
+        if len(prompt) + 1 > self.backend.n_ctx:
+            raise ContextOverflowError(len(prompt) + 1, self.backend.n_ctx)
+        temperature = self.preset.temperature if options.temperature is None else options.temperature
+        top_p = self.preset.top_p if options.top_p is None else options.top_p
+        max_tokens = min(options.max_tokens or self.preset.max_tokens, self.backend.n_ctx - len(prompt))
+        seed = random.randrange(2**31) if options.seed is None else options.seed
+        sampling = SamplingSettings(
+            temperature,
+            top_p,
+            options.top_k,
+            seed,
+            options.frequency_penalty,
+            options.presence_penalty,
+            max(max_tokens, 1),
+            tuple(options.logit_bias),
+        )
+        for token, _ in options.logit_bias:
+            if not 0 <= token < self.backend.info.n_vocab:
+                raise SettingError(
+                    f"logit_bias names token {token}, outside this model's vocabulary "
+                    f"0..{self.backend.info.n_vocab - 1}"
+                )
+        if options.grammar is not None and self.backend.grammar(options.grammar) is None:
+            raise SettingError("the answer's grammar does not parse in llama.cpp: check the schema or GBNF")
+        reserve = options.answer_reserve
+        if reserve is not None and reserve >= max_tokens:
+            raise SettingError(
+                f"the answer reserve ({reserve}) leaves no room to think in {max_tokens} tokens: raise max_tokens"
+            )
+        return Plan(
+            prompt=prompt,
+            max_tokens=max_tokens,
+            sampling=sampling,
+            policy=self.policy_for(options),
+            exit_style=options.exit_style,
+            measure_savings=options.measure_savings,
+            think=options.think,
+            think_closed_in_prompt=not options.think and bool(self.preset.no_think_kwargs),
+            grammar=options.grammar,
+            answer_reserve=reserve,
+            logprobs=options.logprobs or options.top_logprobs > 0,
+            top_logprobs=options.top_logprobs,
+        )
+
+    def conclude_text(self, thinking: str) -> str:
+        """What closes ``thinking`` so the model answers next, in the model's own layout (a
+        close tag on its own line, then the gap the model leaves before answering)."""
+        lead = "" if not thinking or thinking.endswith("\n") else "\n"
+        return f"{lead}{self.think_close}{self.preset.answer_gap}"
+
+    def generation(
+        self, plan: Plan, slot: Any, *, cancelled: threading.Event, feature_sink: FeatureSink | None = None
+    ) -> Generation:
+        return Generation(self, plan, slot, cancelled=cancelled, feature_sink=feature_sink)
+
+    def cancel(self) -> None:
+        """Stop the running ``generate`` at the next token (thread-safe)."""
+        self._cancel.set()
+
+    def generate(
+        self,
+        messages: Messages,
+        options: GenerationOptions | None = None,
+        *,
+        feature_sink: FeatureSink | None = None,
+        **overrides: Any,
+    ) -> Iterator[Event]:
+        """Yield events for one answer; see ``lynx_edge.events`` for their order.
+
+        ``options`` (or keyword ``overrides`` of its fields) say how; the request is checked
+        here, before the first event. ``feature_sink`` receives every cue's features (capture
+        armed at every cue even without a probe): the probe toolkit records events through it.
+        """
+        options = (options or GenerationOptions()).but(**overrides) if overrides else (options or GenerationOptions())
+        plan = self.plan(messages, options)
+        return self._run_alone(plan, feature_sink)
+
+    def _run_alone(self, plan: Plan, feature_sink: FeatureSink | None) -> Iterator[Event]:
+        if not self._lock.acquire(blocking=False):
+            raise LynxError("this engine is already generating: wait for it or cancel it first")
+        self._cancel.clear()
+        scheduler = self.scheduler()
+        events: deque[Event] = deque()
+        task = scheduler.add(
+            lambda slot: self.generation(plan, slot, cancelled=self._cancel, feature_sink=feature_sink).steps(),
+            scheduler.slots[0],
+            events.append,
+        )
+        try:
+            while True:
+                while events:
+                    yield events.popleft()
+                if task.done:
+                    break
+                scheduler.step()
+            if task.error is not None:
+                raise task.error
+        finally:
+            scheduler.close(task)
+            self._lock.release()
+
+    def scheduler(self) -> Scheduler:
+        """The batch scheduler over this engine's slots (one per ``parallel``)."""
+        if self._scheduler is None:
+            self._scheduler = Scheduler(self.backend)
+        return self._scheduler
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def _no_probe_hint() -> str:
+    return (
+        "early exits use the training-free policy, with no risk guarantee; make a probe for this model with "
+        "`python -m tools make-probe` (tools/README.md, GPU-box guide)"
+    )
+
+
+def _check_messages(messages: Messages) -> None:
+    texts = (
+        [messages] if isinstance(messages, str) else [m.get("content", "") for m in messages if m.get("role") == "user"]
+    )
+    if not texts or not any(str(t).strip() for t in texts):
+        raise SettingError("the prompt is empty: type a question (or pass '-' to read it from stdin)")

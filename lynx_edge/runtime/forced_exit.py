@@ -1,0 +1,122 @@
+"""Forced answers: what a model answers when its thinking is cut at a given point.
+
+Decoding is causal, so the answer a model would give had it stopped thinking at token ``cut``
+depends only on the trace up to there. ``forced_answer`` writes it on a branch of the trace's
+sequence (the prefix's cache cells are shared, not copied or re-decoded): the exit text, then
+a greedy answer until the braces the exit text opened are closed. The runtime's boxed exits,
+training-free trial answers, the probe toolkit's labels and ``lynx-edge bench`` all answer
+this way; ``TraceReplayer`` runs it on a recorded trace without a scheduler.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lynx_edge.runtime.llama_backend import BatchItem, BatchOut, LlamaBackend
+from lynx_edge.runtime.scheduler import Step
+
+BOXED_ANSWER_TOKENS = 64  # cap on a forced answer after an exit text
+
+
+class BoxedAnswer:
+    """Tracks the braces an exit text opened (``\\boxed{``): the answer is complete when the
+    model closes them."""
+
+    def __init__(self, written: str) -> None:
+        self.depth = written.count("{") - written.count("}")
+        self.opened = self.depth > 0
+
+    def take(self, piece: str) -> bool:
+        """Account for ``piece``; True once the opened braces are closed."""
+        self.depth += piece.count("{") - piece.count("}")
+        self.opened = self.opened or self.depth > 0
+        return self.opened and self.depth <= 0
+
+
+@dataclass(frozen=True)
+class ForcedAnswer:
+    """What the model wrote after an exit text (the text is the exit text's tail after the
+    think-close tag, then the answer, so graders see ``\\boxed{`` and its content)."""
+
+    text: str
+    exit_tokens: int
+    answer_tokens: int
+    mean_prob: float  # mean probability of the answer tokens (a trial answer's confidence)
+
+    @property
+    def tokens(self) -> int:
+        return self.exit_tokens + self.answer_tokens
+
+
+def forced_answer(
+    backend: LlamaBackend, seq: int, exit_text: str, think_close: str, *, max_tokens: int = BOXED_ANSWER_TOKENS
+) -> Step:
+    """Append ``exit_text`` to ``seq`` and answer greedily (a scheduler step; returns a
+    ``ForcedAnswer``). Stops at end of generation, at ``max_tokens``, or when the braces the
+    exit text opened after the close tag are closed. The confidence (DEER's) is the mean
+    probability of the answer tokens that are not bare braces: a ``{`` after ``\\boxed`` or
+    the closing ``}`` is near-certain whatever the answer."""
+    exit_tokens = backend.tokenize(exit_text)
+    out: BatchOut = yield BatchItem(seq, exit_tokens)
+    tail = exit_text.split(think_close, 1)[-1]
+    boxed = BoxedAnswer(tail)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    text, probs, answered = tail, [], 0
+    for _ in range(max_tokens):
+        logits = backend.logits(out.row).astype(np.float64)
+        token = int(np.argmax(logits))
+        if backend.is_eog(token):
+            break
+        piece = decoder.decode(backend.piece(token))
+        text += piece
+        answered += 1
+        closes = boxed.take(piece)
+        if piece.strip() not in ("{", "}"):
+            probs.append(1.0 / float(np.exp(logits - logits[token]).sum()))
+        if closes or answered == max_tokens:
+            break
+        out = yield BatchItem(seq, [token])
+    return ForcedAnswer(text, len(exit_tokens), answered, float(np.mean(probs)) if probs else 0.0)
+
+
+def run_alone(backend: LlamaBackend, step: Step) -> object:
+    """Drive one step to its end with nothing else in the batch (events are dropped)."""
+    value = None
+    try:
+        while True:
+            item = step.send(value)
+            value = backend.decode_batch([item])[0] if isinstance(item, BatchItem) else None
+    except StopIteration as stop:
+        return stop.value
+
+
+class TraceReplayer:
+    """Forced answers at cuts of one recorded trace, on sequence 0 of ``backend``."""
+
+    def __init__(self, backend: LlamaBackend, prompt: Sequence[int], trace: Sequence[int], think_close: str):
+        self.b = backend
+        self.prompt = list(prompt)
+        self.trace = list(trace)
+        self.think_close = think_close
+
+    def answer_at(self, cut: int, exit_text: str, *, max_tokens: int = BOXED_ANSWER_TOKENS) -> ForcedAnswer:
+        """Greedy answer after ``trace[:cut] + exit_text`` (the cache keeps the prefix)."""
+        if not 0 <= cut <= len(self.trace):
+            raise ValueError(f"cut {cut} lies outside the trace (0..{len(self.trace)})")
+        prefix = self.prompt + self.trace[:cut]
+        self.keep(cut)
+        answer = run_alone(self.b, forced_answer(self.b, 0, exit_text, self.think_close, max_tokens=max_tokens))
+        self.b.truncate(len(prefix))
+        return answer
+
+    def keep(self, cut: int) -> None:
+        """Make the cache hold the prompt and ``trace[:cut]`` (a timer started after this
+        times the answer alone), reusing what it already shares with it."""
+        prefix = self.prompt + self.trace[:cut]
+        n = self.b.common_prefix(prefix)
+        self.b.truncate(n)
+        self.b.decode(prefix[n:])

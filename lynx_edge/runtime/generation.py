@@ -1,0 +1,392 @@
+"""One generation, written as a scheduler step: think, judge cues, exit when it is safe.
+
+Token by token (each decode is a request the scheduler batches with other generations):
+
+1. sample a token; if it completes a cue word inside the thinking, decode it with feature
+   capture armed when the probe (or a feature sink) needs the hidden state;
+2. the exit policy judges the cue: the probe's score against its calibrated rule, or a
+   training-free trial answer written on a branch of the cache;
+3. on exit, roll the cue tokens out of the KV cache, decode the exit text and let the model
+   answer (``conclude``), or answer greedily inside ``\\boxed{…}`` (``boxed``).
+
+A word cue that ends exactly at a token boundary is judged once the next token shows the
+word really ended ("Wait," yes, "Waiting" no); the features were captured on the cue token
+itself, so nothing is decoded twice. The answer may be held to a grammar (the thinking stays
+free), and a token budget keeps room for it by closing the thinking in time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from lynx_edge.events import (
+    CueScored,
+    Done,
+    ExitTaken,
+    GenerationResult,
+    Savings,
+    TokenCounts,
+    TokenLogprob,
+)
+from lynx_edge.runtime.cues import CueMatch, CueMatcher, cue_label
+from lynx_edge.runtime.exits import Decision, NoExit, ProbeExit, TrialExit
+from lynx_edge.runtime.forced_exit import BOXED_ANSWER_TOKENS, BoxedAnswer, forced_answer
+from lynx_edge.runtime.ledger import TokenLedger
+from lynx_edge.runtime.llama_backend import BatchItem, BatchOut, Grammar, LlamaBackend, Sampler, SamplingSettings
+from lynx_edge.runtime.options import ExitStyle
+from lynx_edge.runtime.scheduler import Slot, Step
+from lynx_edge.runtime.stream import StreamGate
+
+Policy = NoExit | ProbeExit | TrialExit
+
+
+class Host(Protocol):
+    """What a generation needs of its engine: the model, its cues and texts, names to report."""
+
+    backend: LlamaBackend
+    matcher: CueMatcher
+    exit_text: str
+    think_close: str
+    conclude_tokens: int
+    model_name: str
+    probe_name: str | None
+
+    def conclude_text(self, thinking: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class CueFeatures:
+    """A cue's features as the probe would see them, for tools that record traces.
+
+    ``cut`` is the index of the first generated token of the cue: an exit there keeps
+    ``tokens[:cut]``.
+    """
+
+    cue: str
+    token_index: int
+    cut: int
+    features: np.ndarray
+
+
+FeatureSink = Callable[[CueFeatures], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A request resolved against the engine's model, probe and defaults."""
+
+    prompt: list[int]
+    max_tokens: int
+    sampling: SamplingSettings
+    policy: Policy
+    exit_style: ExitStyle = "conclude"
+    measure_savings: bool = False
+    think: bool = True
+    think_closed_in_prompt: bool = False  # the chat template wrote an empty thinking block itself
+    grammar: str | None = None
+    answer_reserve: int | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+class Generation:
+    """The state of one request while its step runs."""
+
+    def __init__(
+        self,
+        engine: Host,
+        plan: Plan,
+        slot: Slot,
+        *,
+        cancelled: threading.Event,
+        feature_sink: FeatureSink | None = None,
+    ) -> None:
+        self.e = engine
+        self.b: LlamaBackend = engine.backend
+        self.plan = plan
+        self.seq = slot.main
+        self.branch_seq = slot.branch
+        self.cancelled = cancelled
+        self.sink = feature_sink
+        self.policy = plan.policy
+        self.matcher: CueMatcher = engine.matcher
+        self.ledger = TokenLedger(self.b.piece, engine.think_close)
+        self.stream = StreamGate(self.ledger, self.matcher)
+        self.pending: tuple[CueMatch, int, np.ndarray | None] | None = None
+        self.cues: list[CueScored] = []
+        self.trials: list[str] = []
+        self.last_trial: int | None = None
+        self.trial_tokens = 0
+        self.trial_seconds = 0.0
+        self.exit: ExitTaken | None = None
+        self.exit_token = 0
+        self.boxed: BoxedAnswer | None = None
+        self.cap = plan.max_tokens
+        self.resume: tuple[int, list[int], Sampler] | None = None
+        self.finish_reason = "stop"
+        self.closed_by_runtime = False
+        self.grammar: Grammar | None = None
+        self.reused = 0
+
+    # ---- main loop ------------------------------------------------------------------
+    def steps(self) -> Step:
+        start = time.perf_counter()
+        b, plan = self.b, self.plan
+        self.reused = b.reuse_prefix(plan.prompt, self.seq)
+        out: BatchOut = yield BatchItem(self.seq, plan.prompt[self.reused :])
+        self.sampler = b.sampler(plan.sampling)
+        if plan.grammar:
+            self.grammar = b.grammar(plan.grammar)
+        decode_start = time.perf_counter()
+        if plan.think_closed_in_prompt:
+            self.ledger.open_answer()
+        elif not plan.think:
+            out = yield from self._write(self.e.conclude_text(self.ledger.text))
+        while True:
+            if self.cancelled.is_set():
+                self.finish_reason = "cancelled"
+                break
+            if len(self.ledger) >= self.cap or len(b.seqs[self.seq]) >= b.n_ctx:
+                self.finish_reason = "length"
+                break
+            if self._budget_says_close():
+                out = yield from self._budget_exit()
+                continue
+            constrained = self.grammar is not None and self.ledger.closed and self.boxed is None
+            token = b.sample(self.sampler, out.row, self.grammar if constrained else None)
+            logprob = self._logprob(out.row, token) if plan.logprobs else None
+            if b.is_eog(token):
+                if self.ledger.closed or self.closed_by_runtime:
+                    break
+                out = yield from self._close_unfinished_thinking()
+                continue
+            out, finished = yield from self._step(token, out, logprob)
+            if finished:
+                break
+        self.pending = None
+        yield from self.stream.flush(final=True)
+        result = self._result(time.perf_counter() - start, time.perf_counter() - decode_start)
+        yield Done(result)
+        if plan.measure_savings and self.resume and self.finish_reason != "cancelled":
+            yield from self._measure_savings(result)
+        return result
+
+    def _step(self, token: int, out: BatchOut, logprob: TokenLogprob | None) -> Step:
+        """Take one sampled token: judge an open cue, commit, find cues, decode, emit.
+        Returns (the output row to sample from next, whether the answer is complete)."""
+        new = self.ledger.peek(token)
+        if self.pending and new:
+            match, index, feats = self.pending
+            self.pending = None
+            if not (new[0].isalnum() or new[0] == "_"):
+                exit_out = yield from self._judge(match, index, feats, pending_token=token)
+                if exit_out is not None:
+                    return exit_out, False
+        prev = len(self.ledger.text)
+        self.ledger.commit(token, logprob)
+        cue = self._find_cue(prev)
+        capture = cue is not None and (isinstance(self.policy, ProbeExit) or self.sink is not None)
+        self.b.check_room(1, self.seq)
+        out = yield BatchItem(self.seq, [token], capture=capture)
+        if cue is not None:
+            index = len(self.ledger) - 1
+            if cue.open_end:
+                self.pending = (cue, index, out.features)
+            else:
+                judged = yield from self._judge(cue, index, out.features, pending_token=None)
+                if judged is not None:
+                    out = judged
+                if self.exit is not None and self.exit.token_index == index:
+                    return out, False
+        finished = self.boxed is not None and self.boxed.take(new)
+        yield from self.stream.flush(hold_from=self.pending[0].start if self.pending else None)
+        return out, finished
+
+    def _find_cue(self, prev: int) -> CueMatch | None:
+        """The last cue ending in the newest token, if it lies inside the thinking."""
+        ledger = self.ledger
+        if ledger.closed and ledger.think_end < prev:
+            return None
+        limit = ledger.think_end if ledger.closed else len(ledger.text)
+        found = [m for m in self.matcher.matches_ending_after(ledger.text, prev) if m.end <= limit]
+        return found[-1] if found else None
+
+    # ---- decisions and exits --------------------------------------------------------
+    def _judge(self, match: CueMatch, index: int, feats: np.ndarray | None, *, pending_token: int | None) -> Step:
+        """Let the policy judge a finished cue; returns a fresh output row when the main
+        sequence had to be decoded again (an exit, or logits lost to a trial), else None."""
+        label = cue_label(match.cue)
+        cut = self.ledger.token_at(match.start)
+        if feats is not None and self.sink is not None:
+            self.sink(CueFeatures(label, index, cut, feats))
+        policy = self.policy
+        decision, trial, tokens, out = None, None, 0, None
+        if isinstance(policy, ProbeExit) and feats is not None:
+            decision = policy.judge(feats)
+        elif isinstance(policy, TrialExit) and policy.wants_trial(index, self.last_trial):
+            trial, confidence, tokens = yield from self._trial(cut)
+            decision = policy.judge(trial, confidence, self.trials)
+            self.trials.append(trial)
+            self.last_trial = index
+            if pending_token is None:  # the trial's decodes replaced the cue's logits
+                out = yield from self._redecode_last()
+        if decision is None:
+            state = "off" if isinstance(policy, NoExit) else "continue"
+            event = CueScored(label, index, None, None, state)
+        else:
+            event = CueScored(
+                label,
+                index,
+                decision.score,
+                decision.threshold,
+                "exit" if decision.exits else "continue",
+                trial,
+                tokens,
+            )
+        self.cues.append(event)
+        yield event
+        if decision is not None and decision.exits:
+            return (yield from self._exit(match, decision, index, pending_token))
+        return out
+
+    def _trial(self, cut: int) -> Step:
+        """A trial answer on the branch sequence: (answer text, confidence, tokens)."""
+        start = time.perf_counter()
+        self.b.branch(self.seq, self.branch_seq, len(self.plan.prompt) + cut)
+        answer = yield from forced_answer(self.b, self.branch_seq, self.e.exit_text, self.e.think_close)
+        self.b.clear(self.branch_seq)
+        self.trial_tokens += answer.tokens
+        self.trial_seconds += time.perf_counter() - start
+        return answer.text, answer.mean_prob, answer.tokens
+
+    def _redecode_last(self) -> Step:
+        """Decode the newest token again for its logits (the cache drops it first)."""
+        last = self.ledger.tokens[-1]
+        self.b.truncate(len(self.b.seqs[self.seq]) - 1, self.seq)
+        out = yield BatchItem(self.seq, [last])
+        return out
+
+    def _exit(self, match: CueMatch, decision: Decision, index: int, pending_token: int | None) -> Step:
+        cut = self.ledger.token_at(match.start)
+        if self.plan.measure_savings:
+            tail = self.ledger.tokens[cut:] + ([pending_token] if pending_token is not None else [])
+            self.resume = (cut, tail, self.sampler.clone())
+        self._rollback(cut)
+        self.pending = None
+        yield from self.stream.flush(final=True)
+        self.exit = ExitTaken(cue_label(match.cue), index, decision.score, decision.threshold, self.policy.kind)
+        yield self.exit
+        return (yield from self._close(boxed=self.plan.exit_style == "boxed"))
+
+    def _close(self, *, boxed: bool) -> Step:
+        """Write the exit text (boxed) or the close tag (conclude) after an exit."""
+        self.exit_token = len(self.ledger)
+        out = yield from self._write(self.e.exit_text if boxed else self.e.conclude_text(self.ledger.text))
+        if boxed:
+            self.sampler = self.b.sampler(self.plan.sampling.greedy)
+            self.boxed = BoxedAnswer(
+                self.ledger.text[self.ledger.answer_start :] if self.ledger.closed else self.ledger.text
+            )
+            self.cap = min(self.cap, len(self.ledger) + BOXED_ANSWER_TOKENS)
+        return out
+
+    def _budget_says_close(self) -> bool:
+        """With an answer reserve, the thinking must close while the answer still fits."""
+        reserve = self.plan.answer_reserve
+        if not reserve or self.ledger.closed or self.closed_by_runtime:
+            return False
+        return len(self.ledger) + self.e.conclude_tokens + reserve >= self.plan.max_tokens
+
+    def _budget_exit(self) -> Step:
+        self.pending = None
+        yield from self.stream.flush(final=True)
+        self.exit = ExitTaken("budget", len(self.ledger), None, None, "budget")
+        yield self.exit
+        return (yield from self._close(boxed=False))
+
+    def _close_unfinished_thinking(self) -> Step:
+        """The model ended inside its thinking: close it so that it writes an answer."""
+        self.closed_by_runtime = True
+        self.pending = None
+        yield from self.stream.flush(final=True)
+        return (yield from self._write(self.e.conclude_text(self.ledger.text)))
+
+    def _write(self, text: str) -> Step:
+        """Append runtime-written text (exit text, closing tag) as generated tokens."""
+        tokens = self.b.tokenize(text)
+        for token in tokens:
+            self.ledger.commit(token)
+        self.b.check_room(len(tokens), self.seq)
+        out = yield BatchItem(self.seq, tokens)
+        return out
+
+    def _rollback(self, cut: int) -> None:
+        """Forget generated tokens from index ``cut`` on, in the KV cache and in the text."""
+        self.b.truncate(len(self.plan.prompt) + cut, self.seq)
+        self.ledger.rollback(cut)
+        self.stream.rewind()
+
+    def _logprob(self, row: int, token: int) -> TokenLogprob:
+        lp = self.b.logprob(row, token, self.plan.top_logprobs)
+        text = self.b.piece(token)
+        top = tuple((self.b.token_text(t), v) for t, v in lp.top)
+        return TokenLogprob(text.decode("utf-8", errors="replace"), tuple(text), lp.logprob, top)
+
+    # ---- results ----------------------------------------------------------------------
+    def _result(self, seconds: float, decode_seconds: float) -> GenerationResult:
+        ledger = self.ledger
+        thinking_tokens = self.exit_token if self.exit else (ledger.answer_token if ledger.closed else len(ledger))
+        generated = len(ledger)
+        policy = self.policy
+        return GenerationResult(
+            answer=ledger.answer,
+            thinking=ledger.thinking,
+            exit=self.exit,
+            cues=tuple(self.cues),
+            tokens=TokenCounts(
+                len(self.plan.prompt), self.reused, thinking_tokens, generated - thinking_tokens, self.trial_tokens
+            ),
+            model=self.e.model_name,
+            probe=self.e.probe_name,
+            policy=policy.describe(),
+            guarantee=policy.guarantee,
+            alpha=policy.level if policy.guarantee else None,
+            mode=policy.mode,
+            exit_style=self.plan.exit_style,
+            seconds=round(seconds, 4),
+            trial_seconds=round(self.trial_seconds, 4),
+            finish_reason=self.finish_reason,
+            seed=self.plan.sampling.seed,
+            tokens_per_second=round(generated / decode_seconds, 2) if decode_seconds > 0 else 0.0,
+            probe_calls=sum(1 for c in self.cues if c.score is not None and c.trial is None),
+            closed_by_runtime=self.closed_by_runtime,
+        )
+
+    def _measure_savings(self, result: GenerationResult) -> Step:
+        """Run the un-exited trajectory from the exit point to its natural end."""
+        cut, tail, sampler = self.resume
+        b = self.b
+        b.truncate(len(self.plan.prompt) + cut, self.seq)
+        out = yield BatchItem(self.seq, tail)
+        natural = cut + len(tail)
+        capped = False
+        while True:
+            if self.cancelled.is_set():
+                return result
+            if natural >= self.plan.max_tokens or len(b.seqs[self.seq]) >= b.n_ctx:
+                capped = True
+                break
+            token = b.sample(sampler, out.row)
+            if b.is_eog(token):
+                break
+            out = yield BatchItem(self.seq, [token])
+            natural += 1
+        used = result.tokens.completion
+        yield Savings(natural, natural - used, capped)
+        return result

@@ -1,0 +1,96 @@
+"""The exit decision: which calibrated rule a risk level picks, and whether a score exits.
+
+Pure Python/NumPy, no model. A probe card carries two kinds of calibrated entries:
+
+* ``per_cue``  — class-conditional split conformal at risk δ: exit iff the prediction set
+  is {1}, i.e. ``p >= 1 - q_pos`` and ``p > q_neg`` (``q = None`` in the card means +∞);
+* ``per_answer`` — a Learn-then-Test threshold λ at risk α: exit iff ``p >= λ``.
+
+``alpha`` picks the entry with the largest calibrated level not above it, so the promise a
+user asked for is never loosened.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lynx_edge.errors import SettingError
+from lynx_edge.runtime.conformal import per_cue_exits, per_cue_threshold
+from lynx_edge.runtime.options import MODES, Mode, check_alpha
+
+
+@dataclass(frozen=True)
+class ExitRule:
+    """One calibrated rule: the level it was calibrated at and how a score is judged."""
+
+    mode: Mode
+    level: float  # the calibrated δ (per cue) or α (per answer) actually in force
+    q_pos: float = math.inf  # per-cue positives' quantile
+    q_neg: float = math.inf  # per-cue negatives' quantile
+    lam: float = math.inf  # per-answer threshold
+
+    @property
+    def threshold(self) -> float:
+        """The score a cue must reach to exit (> 1 means this rule never exits)."""
+        if self.mode == "per-answer":
+            return self.lam
+        return per_cue_threshold(self.q_pos, self.q_neg)
+
+    def exits(self, score: float) -> bool:
+        if self.mode == "per-answer":
+            return score >= self.lam
+        return bool(per_cue_exits(score, self.q_pos, self.q_neg))
+
+
+def _q(value: float | None) -> float:
+    return math.inf if value is None else float(value)
+
+
+def select_rule(calibration: dict[str, Sequence[dict[str, Any]]], alpha: float, mode: Mode | None = None) -> ExitRule:
+    """The rule ``alpha`` picks from a card's calibration; ``mode`` None prefers per-answer
+    when the card holds it (it bounds what users see: wrong answers), else per-cue."""
+    alpha = check_alpha(alpha)
+    if mode is None:
+        mode = "per-answer" if calibration.get("per_answer") else "per-cue"
+    if mode not in MODES:
+        raise SettingError(f"unknown exit mode {mode!r}: use one of {', '.join(MODES)}")
+    key, level_key = ("per_answer", "alpha") if mode == "per-answer" else ("per_cue", "delta")
+    entries = list(calibration.get(key) or [])
+    if not entries:
+        raise SettingError(f"this probe has no {mode} calibration: pick --mode {_other(mode)}")
+    eligible = [e for e in entries if float(e[level_key]) <= alpha + 1e-12]
+    if not eligible:
+        smallest = min(float(e[level_key]) for e in entries)
+        raise SettingError(
+            f"this probe has no {mode} entry at or below alpha={alpha} "
+            f"(smallest calibrated is {smallest}): pass --alpha {smallest} or higher"
+        )
+    return entry_rule(mode, max(eligible, key=lambda e: float(e[level_key])))
+
+
+def entry_rule(mode: Mode, entry: dict[str, Any]) -> ExitRule:
+    """The rule one calibration entry of a card stands for (null quantiles are +∞)."""
+    if mode == "per-answer":
+        return ExitRule(mode, float(entry["alpha"]), lam=_q(entry["threshold"]))
+    return ExitRule(mode, float(entry["delta"]), q_pos=_q(entry["q_pos"]), q_neg=_q(entry["q_neg"]))
+
+
+def card_rules(calibration: dict[str, Sequence[dict[str, Any]]]) -> list[ExitRule]:
+    """Every calibrated rule of a card, per cue then per answer (calibration and the bench
+    measure each of them)."""
+    return [entry_rule("per-cue", e) for e in calibration.get("per_cue") or []] + [
+        entry_rule("per-answer", e) for e in calibration.get("per_answer") or []
+    ]
+
+
+def calibrated_levels(calibration: dict[str, Sequence[dict[str, Any]]], mode: Mode) -> list[float]:
+    """The risk levels a card offers in one mode, ascending (the chat steps through them)."""
+    key, level_key = ("per_answer", "alpha") if mode == "per-answer" else ("per_cue", "delta")
+    return sorted(float(e[level_key]) for e in calibration.get(key) or [])
+
+
+def _other(mode: Mode) -> Mode:
+    return "per-cue" if mode == "per-answer" else "per-answer"

@@ -1,0 +1,286 @@
+"""The probe toolkit end to end on the tiny scripted model: collect → train → calibrate →
+the runtime loads the card and decides with the same features the toolkit recorded; parallel
+and sharded collection give what sequential collection gives.
+
+The scripted model always thinks the same two cues (" Wait", " Hmm") and always answers 4,
+so a problem whose gold is 4 labels its cues 1 and one whose gold is 5 labels them 0.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lynx_edge.events import CueScored
+from lynx_edge.runtime.engine import Engine
+from lynx_edge.runtime.onnx_probe import OnnxProbe
+from lynx_edge.runtime.options import GenerationOptions
+from lynx_edge.runtime.probe_card import ProbeCard
+from lynx_edge.tasks.problems import load_problems, trace_seed
+from tools.__main__ import main
+from tools.collection import Collection
+
+N_PROBLEMS = 40
+
+
+def corpus(path: Path, n: int = N_PROBLEMS) -> Path:
+    lines = [
+        json.dumps({"input": f"Tom has {i} apples and finds {i % 7} more. How many?", "target": 4 + i % 2})
+        for i in range(n)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def tools(*args: object) -> tuple[int, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def collect(model: Path, data: Path, out: Path, *more: object, max_tokens: int = 64) -> tuple[int, str]:
+    """`python -m tools collect` of ``data`` on ``model`` into ``out``."""
+    return tools("collect", "--model", model, "-d", data, "-o", out, "--max-tokens", max_tokens, *more)
+
+
+@pytest.fixture(scope="module")
+def made_probe(tiny_r1: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("toolkit")
+    data = corpus(root / "corpus.jsonl")
+    coll, probe = root / "collection", root / "probe"
+    common = ("--model", tiny_r1, "-d", data, "-o", coll, "--max-tokens", 64, "--batch", 7, "--parallel", 3)
+    code, out = tools("collect", *common, "--limit", 15)
+    assert code == 0, out
+    code, out = tools("collect", *common, "--baseline", 3)  # resumes: only the other 25 are generated
+    assert code == 0, out
+    assert "15 already collected, 25 to go, 3 at a time" in out
+    assert "throughput" in out and "collection_vs_plain" in out
+    code, out = tools("train", coll, "-o", probe, "--max-iter", 30)
+    assert code == 0, out
+    assert "ONNX check" in out
+    code, out = tools("calibrate", coll, "-p", probe, "--resplits", 10)
+    assert code == 0, out
+    return {"root": root, "data": data, "collection": coll, "probe": probe, "calibrate_output": out}
+
+
+def test_collection_labels_cues_by_forced_exits(made_probe: dict[str, Path], tiny_r1_info) -> None:
+    store = Collection(made_probe["collection"])
+    traces = store.traces()
+    assert len(traces) == N_PROBLEMS and len({t["id"] for t in traces}) == N_PROBLEMS
+    for t in traces:
+        assert [c["cue"] for c in t["cues"]] == ["wait", "hmm"]
+        assert all(c["answer"] == "4" for c in t["cues"])
+        assert all(c["correct"] == (t["gold"] == "4") for c in t["cues"])
+        assert all(0.9 < c["mean_prob"] <= 1.0 for c in t["cues"])  # the trial confidence is kept
+        assert t["correct"] == (t["gold"] == "4")
+    assert sum("plain_seconds" in t for t in traces) == 3
+    total = 0
+    for split in ("train", "cal", "test"):
+        events = store.load_split(split)
+        ids = {t["id"] for t in traces if t["split"] == split}
+        assert set(events.trace_ids) == ids  # a problem's events stay in its split
+        assert events.features.shape == (len(events), tiny_r1_info.n_embd)
+        assert events.features.dtype == np.float32
+        total += len(events)
+    assert total == 2 * N_PROBLEMS
+
+
+def test_parallel_and_sequential_collection_agree(made_probe: dict[str, Path], tiny_r1: Path, tmp_path: Path) -> None:
+    """Same seed: the same traces, labels and features one problem at a time as three at once."""
+    one = tmp_path / "one"
+    code, out = collect(tiny_r1, made_probe["data"], one, "--parallel", 1, "--limit", 12)
+    assert code == 0, out
+    many = {t["id"]: t for t in Collection(made_probe["collection"]).traces()}
+    for t in Collection(one).traces():
+        other = many[t["id"]]
+        assert (t["seed"], t["answer"], t["tokens"], t["cues"]) == (
+            other["seed"],
+            other["answer"],
+            other["tokens"],
+            other["cues"],
+        )
+    for split in ("train", "cal", "test"):
+        a, b = Collection(one).load_split(split), Collection(made_probe["collection"]).load_split(split)
+        for trace_id in set(a.trace_ids):
+            np.testing.assert_allclose(
+                a.features[a.trace_ids == trace_id], b.features[b.trace_ids == trace_id], atol=1e-4
+            )
+
+
+def test_shards_merge_into_the_whole(made_probe: dict[str, Path], tiny_r1: Path, tmp_path: Path) -> None:
+    """Two shards (1/2, 2/2) hold every problem once; merged they equal an unsharded run."""
+    for i in (1, 2):
+        code, out = collect(tiny_r1, made_probe["data"], tmp_path / f"s{i}", "--shard", f"{i}/2", "--limit", 10)
+        assert code == 0 and f"(shard {i}/2)" in out
+    ids = [{t["id"] for t in Collection(tmp_path / f"s{i}").traces()} for i in (1, 2)]
+    assert len(ids[0]) == len(ids[1]) == 5 and not ids[0] & ids[1]
+    code, out = tools("merge", tmp_path / "s1", tmp_path / "s2", "-o", tmp_path / "all")
+    assert code == 0, out
+    merged = Collection(tmp_path / "all")
+    assert {t["id"] for t in merged.traces()} == ids[0] | ids[1]
+    assert sum(len(merged.load_split(s)) for s in ("train", "cal", "test")) == 20
+    code, out = collect(tiny_r1, made_probe["data"], tmp_path / "odd", "--shard", "1/2", "--limit", 10, max_tokens=32)
+    code, out = tools("merge", tmp_path / "s1", tmp_path / "odd", "-o", tmp_path / "bad")
+    assert code == 1 and "collected with other settings" in out
+
+
+def test_bad_shard_is_refused(made_probe: dict[str, Path], tiny_r1: Path, tmp_path: Path) -> None:
+    code, out = collect(tiny_r1, made_probe["data"], tmp_path / "x", "--shard", "3/2")
+    assert code == 2 and "I must lie in 1..N" in out
+
+
+def test_card_is_complete_and_loads_in_the_runtime(made_probe: dict[str, Path], tiny_r1: Path) -> None:
+    card = ProbeCard.load(made_probe["probe"])
+    assert [e["delta"] for e in card.calibration["per_cue"]] == [0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3]
+    assert {e["promise"] for e in card.calibration["per_cue"]} == {"pac"}
+    assert [e["alpha"] for e in card.calibration["per_answer"]] == [0.01, 0.02, 0.03, 0.05, 0.1, 0.2]
+    m = card.metrics
+    assert m["traces_without_cues"] == 0 and sum(m["traces"].values()) == N_PROBLEMS
+    assert {r["mode"] for r in m["test"]["rules"]} == {"per-cue", "per-answer"}
+    assert m["resplit_evaluation"]["resplits"] == 10 and m["test"]["auc"] is not None
+    assert set(m["resplit_evaluation"]["population_rates"]) == set(m["resplit_evaluation"]["rates"])
+    # 40 problems leave too few calibration traces to certify α = 0.05 at confidence 0.9
+    assert card.calibration["per_answer"][3]["threshold"] is None
+    assert "never exits at this α" in made_probe["calibrate_output"]
+    engine = Engine(tiny_r1, probe=made_probe["probe"], alpha=0.3, mode="per-cue", n_ctx=512)
+    assert engine.cues == ("wait", "hmm", "alternatively")
+    engine.close()
+
+
+def test_runtime_scores_the_features_the_toolkit_recorded(made_probe: dict[str, Path], tiny_r1: Path) -> None:
+    """Same problem, same seed: the runtime's cue scores equal the probe on collected features."""
+    store = Collection(made_probe["collection"])
+    trace = store.traces()[0]
+    events = store.load_split(trace["split"])
+    rows = events.trace_ids == trace["id"]
+    card = ProbeCard.load(made_probe["probe"])
+    offline = OnnxProbe(card.onnx_path, card.feature_dim).score_batch(events.features[rows])
+    problem = next(p for p in load_problems(made_probe["data"]).problems if p.id == trace["id"])
+    engine = Engine(tiny_r1, probe=made_probe["probe"], alpha=0.3, mode="per-cue", n_ctx=512)
+    run = list(
+        engine.generate(problem.prompt, max_tokens=64, temperature=0.6, top_p=0.95, seed=trace_seed(0, problem.id))
+    )
+    cues = [e for e in run if isinstance(e, CueScored)]
+    rule = engine.rule_for()
+    engine.close()
+    assert cues[0].score == pytest.approx(offline[0], abs=1e-5)
+    assert cues[0].decision == ("exit" if rule.exits(offline[0]) else "continue")
+
+
+def test_trial_confidence_calibrates_without_a_probe(
+    made_probe: dict[str, Path], tiny_r1: Path, tmp_path: Path
+) -> None:
+    """`calibrate --score trial` writes a card with no ONNX that thresholds DEER's confidence;
+    the runtime then runs the trial policy with that stated risk level."""
+    code, out = tools(
+        "calibrate", made_probe["collection"], "-p", tmp_path / "trial", "--score", "trial", "--resplits", 5
+    )
+    assert code == 0, out
+    card = ProbeCard.load(tmp_path / "trial")
+    assert card.score == "trial" and card.onnx is None and card.metrics["score"] == "trial"
+    engine = Engine(tiny_r1, probe=tmp_path / "trial", alpha=0.3, mode="per-cue", n_ctx=512)
+    assert engine.probe is None
+    policy = engine.policy_for(GenerationOptions())
+    assert policy.kind == "deer" and policy.guarantee and "calibrated" in policy.describe()
+    engine.close()
+
+
+def test_resume_with_other_settings_is_refused(made_probe: dict[str, Path], tiny_r1: Path) -> None:
+    code, out = tools(
+        "collect", "--model", tiny_r1, "-d", made_probe["data"], "-o", made_probe["collection"], "--max-tokens", 32
+    )
+    assert code == 1
+    assert "collected with other settings" in out and "another --out" in out
+
+
+def test_calibrate_refuses_a_probe_trained_for_another_model(made_probe: dict[str, Path], tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "probe.onnx").write_bytes((made_probe["probe"] / "probe.onnx").read_bytes())
+    training = json.loads((made_probe["probe"] / "training.json").read_text())
+    training["fingerprint"] = {**training["fingerprint"], "name": "Another Model", "n_embd": 4096}
+    (other / "training.json").write_text(json.dumps(training))
+    code, out = tools("calibrate", made_probe["collection"], "-p", other, "--resplits", 0)
+    assert code == 1 and "trained for Another Model" in out
+
+
+def test_make_probe_runs_the_whole_path(tiny_r1: Path, tmp_path: Path) -> None:
+    """One command: collect, train, calibrate, and the card printed."""
+    data = corpus(tmp_path / "c.jsonl", 24)
+    code, out = tools(
+        "make-probe",
+        "--model",
+        tiny_r1,
+        "-d",
+        data,
+        "-o",
+        tmp_path / "probe",
+        "--work",
+        tmp_path / "work",
+        "--max-tokens",
+        64,
+        "--parallel",
+        4,
+    )
+    assert code == 0, out
+    assert (tmp_path / "probe" / "probe.onnx").is_file() and "per-answer α=0.01" in out and "test split:" in out
+    assert ProbeCard.load(tmp_path / "probe").metrics["resplit_evaluation"]["resplits"] == 200
+
+
+def test_committed_cards_name_no_machine_paths(made_probe: dict[str, Path]) -> None:
+    """Cards and training reports store file names, never absolute paths of this machine."""
+    card = (made_probe["probe"] / "card.json").read_text()
+    training = (made_probe["probe"] / "training.json").read_text()
+    root = str(made_probe["root"])
+    assert root not in card and root not in training
+
+
+def test_bad_corpus_lines_are_reported_not_fatal(tiny_r1: Path, tmp_path: Path) -> None:
+    data = corpus(tmp_path / "c.jsonl", 3)
+    data.write_text(data.read_text() + '{"question": "no answer field"}\n')
+    code, out = tools("collect", "--model", tiny_r1, "-d", data, "-o", tmp_path / "c", "--max-tokens", 64)
+    assert code == 0
+    assert "skipped 1 line(s) (line 4:" in out
+
+
+def test_train_needs_both_kinds_of_exit(tiny_r1: Path, tmp_path: Path) -> None:
+    data = tmp_path / "all-wrong.jsonl"
+    data.write_text("".join(json.dumps({"input": f"q{i}", "target": 9}) + "\n" for i in range(4)))
+    tools(
+        "collect",
+        "--model",
+        tiny_r1,
+        "-d",
+        data,
+        "-o",
+        tmp_path / "c",
+        "--max-tokens",
+        64,
+        "--train-frac",
+        0.9,
+        "--cal-frac",
+        0.05,
+    )
+    code, out = tools("train", tmp_path / "c", "-o", tmp_path / "p")
+    assert code == 1 and "no right forced exits" in out
+
+
+def test_auto_picks_the_probe_that_cross_validates_better(tmp_path: Path) -> None:
+    """Few events, many features, one informative direction: the linear probe generalises
+    and `auto` picks it by cross-validation on the train split alone; its ONNX file agrees."""
+    from tools.collection import SplitEvents
+    from tools.train import export, train_probe
+
+    rng = np.random.default_rng(0)
+    n, d = 300, 400
+    labels = (rng.random(n) < 0.85).astype(np.uint8)
+    features = rng.normal(size=(n, d)).astype(np.float32)
+    features[:, 0] += 1.5 * labels
+    events = SplitEvents(features, labels, np.array([f"t{i // 2}" for i in range(n)]), np.zeros(n), np.zeros(n))
+    probe, cv = train_probe(events, "auto", max_iter=50)
+    assert set(cv) == {"mlp 256/64", "linear C=0.003", "linear C=0.01", "linear C=0.03"}
+    assert probe.kind == "linear" and cv[probe.label] == max(v for v in cv.values() if v is not None)
+    assert export(probe, tmp_path / "probe.onnx", features[:50]) < 1e-5
