@@ -282,7 +282,7 @@ def test_real_terminal_shows_answer_and_stats(tmp_path: Path) -> None:
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 45, 120, 0, 0))
     env = {**os.environ, "LYNX_EDGE_HOME": str(tmp_path / "home"), "TERM": "xterm-256color"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lynx_edge", "chat", "--max-tokens", "200", "--threads", "2"],
+        [sys.executable, "-m", "lynx_edge", "chat", "--max-tokens", "200"],  # threads: the governor adapts to load
         stdin=slave,
         stdout=slave,
         stderr=slave,
@@ -293,7 +293,7 @@ def test_real_terminal_shows_answer_and_stats(tmp_path: Path) -> None:
     os.close(slave)
     drawn = bytearray()
 
-    def wait_for(text: str, timeout: float = 120) -> str:
+    def wait_for(text: str, timeout: float = 300) -> str:
         deadline = time.monotonic() + timeout
         while text.encode() not in (plain := ANSI.sub(b"", drawn)):
             assert time.monotonic() < deadline, f"{text!r} never appeared:\n{plain[-2000:]!r}"
