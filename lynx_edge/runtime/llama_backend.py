@@ -70,6 +70,31 @@ def _log(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
 
 _last_level = 0
 L.llama_log_set(_log, ctypes.c_void_p(0))
+
+# A Ctrl-C that lands while llama.cpp is inside the log callback raises KeyboardInterrupt in the
+# callback, where ctypes can only report it as "unraisable" and carry on: loading would finish
+# as if the key was never pressed. The hook keeps it, and `_raise_pending_interrupt` re-raises it
+# once the C call returns.
+_interrupt_pending = False
+_unraisable_hook = sys.unraisablehook
+
+
+def _keep_interrupt(unraisable) -> None:  # noqa: ANN001 - sys.UnraisableHookArgs
+    global _interrupt_pending
+    if unraisable.exc_type is KeyboardInterrupt:
+        _interrupt_pending = True
+    else:
+        _unraisable_hook(unraisable)
+
+
+def _raise_pending_interrupt() -> None:
+    global _interrupt_pending
+    if _interrupt_pending:
+        _interrupt_pending = False
+        raise KeyboardInterrupt
+
+
+sys.unraisablehook = _keep_interrupt
 L.llama_backend_init()
 
 _LIB_DIR = Path(llama_cpp.__file__).parent / "lib"
@@ -321,6 +346,10 @@ class LlamaBackend:
         path = Path(path)
         _check_gguf_file(path)
         self._model = L.llama_model_load_from_file(str(path).encode(), model_params(gpu_layers))
+        if self._model and _interrupt_pending:
+            L.llama_model_free(self._model)
+            self._model = None
+            _raise_pending_interrupt()
         if not self._model:
             raise ModelError(
                 f"llama.cpp could not load {path} (corrupt or unsupported GGUF): "
@@ -332,7 +361,12 @@ class LlamaBackend:
         self._arm_capture(capture_layers, capture_final)
         n_ctx = min(n_ctx, self.info.n_ctx_train) if self.info.n_ctx_train > 0 else n_ctx
         cells = max(kv_cells or n_ctx, n_ctx)
-        self._ctx = self._make_context(cells, n_seq)
+        try:
+            self._ctx = self._make_context(cells, n_seq)
+        except KeyboardInterrupt:
+            L.llama_model_free(self._model)
+            self._model = None
+            raise
         if not self._ctx:
             L.llama_model_free(self._model)
             self._model = None
@@ -398,6 +432,9 @@ class LlamaBackend:
         if not ctx:  # heads narrower than a Q8_0 block (32): an F16 cache fits them
             cparams.type_k = cparams.type_v = KV_FALLBACK_TYPE
             ctx = L.llama_init_from_model(self._model, cparams)
+        if ctx and _interrupt_pending:
+            L.llama_free(ctx)
+            _raise_pending_interrupt()
         return ctx
 
     @property

@@ -215,13 +215,33 @@ def test_prompt_longer_than_context() -> None:
     assert code == 1 and "context holds 512: shorten the prompt or raise --n-ctx" in err
 
 
+def _default_sigint() -> None:
+    """A shell runs background jobs with SIGINT ignored, and Python keeps it ignored; a user's
+    terminal delivers it, so the child gets the default disposition back."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "lynx_edge", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=_default_sigint,  # noqa: PLW1509 - no threads are started before the fork matters
     )
+
+
+def wait_until_loading(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Return once the child has a GGUF file open (llama.cpp maps it while loading), so a
+    signal lands inside the CLI's loading step, not in the interpreter's start-up."""
+    maps = Path(f"/proc/{proc.pid}/maps")
+    if not maps.parent.exists():  # no /proc (macOS): loading starts within a moment
+        time.sleep(0.5)
+        return
+    deadline = time.monotonic() + timeout
+    while ".gguf" not in maps.read_text(errors="replace"):
+        assert time.monotonic() < deadline and proc.poll() is None, "the model never started loading"
+        time.sleep(0.01)
 
 
 def first_output(proc: subprocess.Popen, timeout: float = 60) -> bytes:
@@ -231,8 +251,9 @@ def first_output(proc: subprocess.Popen, timeout: float = 60) -> bytes:
     return os.read(proc.stderr.fileno(), 64)
 
 
-def test_ctrl_c_prints_partial_output_and_exits_130() -> None:
-    """SIGINT mid-generation: what was generated stays on screen, exit code 130, no traceback."""
+def test_ctrl_c_prints_partial_output_and_exits_130(reasoner: Path) -> None:
+    """SIGINT mid-generation: what was generated stays on screen, exit code 130, no traceback.
+    (``reasoner``: the default model is merged beforehand, so the first output is thinking.)"""
     proc = spawn(
         "run",
         "Write a long story about a cat who learns to fly.",
@@ -257,7 +278,7 @@ def test_ctrl_c_prints_partial_output_and_exits_130() -> None:
 def test_ctrl_c_while_loading_says_nothing_was_shown(tmp_path: Path) -> None:
     """SIGINT before any token: the message says so (there is no partial output to point at)."""
     proc = spawn("run", "hi", "--n-ctx", "64")
-    time.sleep(0.3)
+    wait_until_loading(proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     err = err.decode()
