@@ -225,7 +225,7 @@ async def test_compare_reruns_without_lynx_side_by_side(smol: Path, tmp_path: Pa
         full = screen.full_view.result
         assert not full.exited and full.seed == view.result.seed
         used, natural = view.result.tokens.completion, full.tokens.completion
-        await until(pilot, lambda: "full thinking" in str(screen.query_one("#saving").render()))
+        await until(pilot, lambda: "early exit used" in str(screen.query_one("#saving").render()))
         verdict = (
             f"saved {natural - used} tokens" if natural >= used else f"the exit cost {used - natural} extra tokens"
         )
