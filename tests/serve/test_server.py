@@ -81,10 +81,14 @@ def idle(server: dict, within: float) -> bool:
     return batcher.pending == 0
 
 
+def ask(client: openai.OpenAI, **fields: object):  # noqa: ANN201 - the openai response or stream
+    """The test question to the default model, greedy; ``fields`` add to or override that."""
+    request = {"model": "smollm2-135m-reasoner", "messages": [{"role": "user", "content": QUESTION}], "temperature": 0}
+    return client.chat.completions.create(**{**request, **fields})
+
+
 def test_non_streaming_completion_separates_reasoning_and_answer(client: openai.OpenAI) -> None:
-    resp = client.chat.completions.create(
-        model="smollm2-135m-reasoner", messages=[{"role": "user", "content": QUESTION}], max_tokens=300, temperature=0
-    )
+    resp = ask(client, max_tokens=300)
     message = resp.choices[0].message
     assert message.content and "16" in message.content
     assert message.model_extra["reasoning_content"]
@@ -107,11 +111,9 @@ def test_non_streaming_completion_separates_reasoning_and_answer(client: openai.
 
 
 def test_streaming_sends_reasoning_then_content_then_usage(client: openai.OpenAI) -> None:
-    stream = client.chat.completions.create(
-        model="smollm2-135m-reasoner",
-        messages=[{"role": "user", "content": QUESTION}],
+    stream = ask(
+        client,
         max_tokens=300,
-        temperature=0,
         stream=True,
         stream_options={"include_usage": True},
     )
@@ -137,10 +139,8 @@ def test_streaming_sends_reasoning_then_content_then_usage(client: openai.OpenAI
 
 def test_json_schema_answer_after_free_thinking(client: openai.OpenAI) -> None:
     """response_format json_schema: the thinking is free text, the answer validates."""
-    resp = client.chat.completions.create(
-        model="smollm2-135m-reasoner",
-        messages=[{"role": "user", "content": QUESTION}],
-        temperature=0,
+    resp = ask(
+        client,
         max_tokens=400,
         response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA, "strict": True}},
     )
@@ -150,10 +150,8 @@ def test_json_schema_answer_after_free_thinking(client: openai.OpenAI) -> None:
 
 
 def test_json_object_streams_a_parsable_answer(client: openai.OpenAI) -> None:
-    stream = client.chat.completions.create(
-        model="smollm2-135m-reasoner",
-        messages=[{"role": "user", "content": QUESTION}],
-        temperature=0,
+    stream = ask(
+        client,
         max_tokens=400,
         response_format={"type": "json_object"},
         stream=True,
@@ -165,10 +163,8 @@ def test_json_object_streams_a_parsable_answer(client: openai.OpenAI) -> None:
 def test_a_tight_token_budget_still_gets_a_complete_json_answer(client: openai.OpenAI) -> None:
     """max_tokens too small for the whole thinking: the runtime closes it in time (a budget
     exit) and the answer is complete, valid JSON instead of a cut-off 'length'."""
-    resp = client.chat.completions.create(
-        model="smollm2-135m-reasoner",
-        messages=[{"role": "user", "content": QUESTION}],
-        temperature=0,
+    resp = ask(
+        client,
         max_tokens=90,
         response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA}},
         extra_body={"lynx": {"enabled": False}},
@@ -178,10 +174,8 @@ def test_a_tight_token_budget_still_gets_a_complete_json_answer(client: openai.O
 
 
 def test_logprobs_come_in_the_openai_shape(client: openai.OpenAI) -> None:
-    resp = client.chat.completions.create(
-        model="smollm2-135m-reasoner",
-        messages=[{"role": "user", "content": QUESTION}],
-        temperature=0,
+    resp = ask(
+        client,
         max_tokens=300,
         logprobs=True,
         top_logprobs=2,
@@ -193,10 +187,8 @@ def test_logprobs_come_in_the_openai_shape(client: openai.OpenAI) -> None:
 
 
 def test_reasoning_effort_none_skips_the_thinking(client: openai.OpenAI) -> None:
-    resp = client.chat.completions.create(
-        model="smollm2-135m-reasoner",
-        messages=[{"role": "user", "content": QUESTION}],
-        temperature=0,
+    resp = ask(
+        client,
         max_tokens=60,
         reasoning_effort="none",
     )
@@ -205,39 +197,32 @@ def test_reasoning_effort_none_skips_the_thinking(client: openai.OpenAI) -> None
 
 def test_unsupported_fields_are_refused_by_name(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(
-            model="smollm2-135m-reasoner",
-            messages=[{"role": "user", "content": QUESTION}],
+        ask(
+            client,
             tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
         )
     assert info.value.body["param"] == "tools" and "not supported" in info.value.body["message"]
 
 
 def test_extra_body_lynx_settings_are_applied(client: openai.OpenAI) -> None:
-    off = client.chat.completions.create(
-        model="smollm2-135m-reasoner",
-        messages=[{"role": "user", "content": QUESTION}],
+    off = ask(
+        client,
         max_tokens=200,
-        temperature=0,
         extra_body={"lynx": {"enabled": False}},
     )
     assert off.model_extra["lynx"]["exited"] is False and off.model_extra["lynx"]["policy"] == "none (early exit off)"
-    on = client.chat.completions.create(
-        model="smollm2-135m-reasoner",
-        messages=[{"role": "user", "content": QUESTION}],
+    on = ask(
+        client,
         max_tokens=200,
-        temperature=0,
         extra_body={"lynx": {"exit": "deer"}},
     )
     assert on.model_extra["lynx"]["exited"] and on.model_extra["lynx"]["exit_policy"] == "deer"
 
 
 def test_stop_strings_cut_the_answer(client: openai.OpenAI) -> None:
-    resp = client.chat.completions.create(
-        model="smollm2-135m-reasoner",
-        messages=[{"role": "user", "content": QUESTION}],
+    resp = ask(
+        client,
         max_tokens=300,
-        temperature=0,
         stop=["answer"],
     )
     assert "answer" not in resp.choices[0].message.content
@@ -291,9 +276,7 @@ def test_cors_answers_preflights_for_the_allowed_origin_only(server: dict) -> No
 
 def test_oversize_prompt_is_a_context_error(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(
-            model="smollm2-135m-reasoner", messages=[{"role": "user", "content": "apple " * 5000}]
-        )
+        ask(client, messages=[{"role": "user", "content": "apple " * 5000}])
     assert info.value.body["code"] == "context_length_exceeded"
 
 
@@ -372,7 +355,7 @@ def test_a_queued_request_whose_client_left_never_starts(server: dict) -> None:
 def test_concurrent_clients_get_an_answer_or_a_clean_busy(server: dict, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR)
 
-    def ask(i: int) -> int:
+    def one(i: int) -> int:
         r = post(
             server, {"messages": [{"role": "user", "content": f"What is {i} + 1?"}], "max_tokens": 16, "temperature": 0}
         )
@@ -384,7 +367,7 @@ def test_concurrent_clients_get_an_answer_or_a_clean_busy(server: dict, caplog: 
         return r.status_code
 
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
-        codes = list(pool.map(ask, range(12)))
+        codes = list(pool.map(one, range(12)))
     assert codes.count(200) >= 7 and set(codes) <= {200, 503}  # 3 running + 4 queued at least
     assert idle(server, within=5)
     assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
