@@ -74,7 +74,7 @@ L.llama_log_set(_log, ctypes.c_void_p(0))
 # A Ctrl-C that lands while llama.cpp is inside the log callback raises KeyboardInterrupt in the
 # callback, where ctypes can only report it as "unraisable" and carry on: loading would finish
 # as if the key was never pressed. The hook keeps it, and `_raise_pending_interrupt` re-raises it
-# once the C call returns.
+# once the C call returns (model load, context creation, every decode).
 _interrupt_pending = False
 _unraisable_hook = sys.unraisablehook
 
@@ -651,6 +651,7 @@ class LlamaBackend:
                 if self._capture_final:
                     L.llama_set_embeddings(self._ctx, False)
                 self._cap.armed = 0
+        _raise_pending_interrupt()  # one that landed in a callback during this decode (its tokens are kept)
         return outs
 
     def _features(self, row: int | None) -> np.ndarray:
