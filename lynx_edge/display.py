@@ -65,6 +65,8 @@ def stats_line(result: GenerationResult, savings: Savings | None = None, *, meas
         parts.append("saved —" if result.exited else "saved 0 tok")
     if result.finish_reason != "stop":
         parts.append(result.finish_reason)
+    if result.estimate_because:
+        parts.append(f"α is an estimate here, not a guarantee: {'; '.join(result.estimate_because)}")
     return " · ".join(parts)
 
 
@@ -152,10 +154,11 @@ def _promise(entry: dict, symbol: str) -> str:
     """Which promise an entry makes, in words."""
     promise = entry.get("promise", "marginal" if symbol == "δ" else "ltt")
     confidence = entry.get("confidence", 0.9)
+    where = "at a wrong-exit cue of a random trace" if entry.get("unit") == "trace" else "per wrong-exit cue"
     if promise == "pac":
-        return f"wrong-exit rate ≤ {symbol} with probability {confidence:g} over calibration draws (PAC)"
+        return f"P(exit) ≤ {symbol} {where}, with probability {confidence:g} over calibration draws (PAC)"
     if promise == "marginal":
-        return f"wrong-exit rate ≤ {symbol} on average over calibration draws (split conformal)"
+        return f"P(exit) ≤ {symbol} {where}, on average over calibration draws (split conformal)"
     return f"answers spoilt by exiting ≤ {symbol} with probability {confidence:g} (Learn-then-Test)"
 
 
@@ -179,15 +182,16 @@ def metrics_table(metrics: dict) -> list[str]:
                 f"{'—' if per_cue is None else f'{per_cue:.1%}'} | {r['per_answer_premature_exit_rate']:.1%} | "
                 f"{r['exit_rate']:.1%} | {r['tokens_saved']:.1%} | {r['accuracy_with_exits']:.1%} |"
             )
-    if ev := metrics.get("resplit_evaluation"):
+    if ev := metrics.get("promise_check"):
         out.append(
-            f"re-splits: {ev['resplits']} random calibration/test splits; share where the rate exceeded its level:"
+            f"promise check: {ev['draws']} calibration sets drawn from the {ev['pool_traces']} held-out traces; "
+            "share of draws whose rate (measured on all of them) exceeded its level, with a 95 % interval:"
         )
-        out.append("  " + " · ".join(f"{k} {v['violation_frequency']:.0%}" for k, v in ev["rates"].items()))
-        if whole := ev.get("population_rates"):
-            out.append(
-                f"the same, measured on the whole pool of {ev['traces']} held-out traces "
-                "(calibration drawn from it; the promise itself):"
+        out.append(
+            "  "
+            + " · ".join(
+                f"{k} {v['violation_frequency']:.1%} [{v['interval_95'][0]:.1%}–{v['interval_95'][1]:.1%}]"
+                for k, v in ev["levels"].items()
             )
-            out.append("  " + " · ".join(f"{k} {v['violation_frequency']:.0%}" for k, v in whole.items()))
+        )
     return out

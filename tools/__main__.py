@@ -46,8 +46,17 @@ def collect_options(func):  # noqa: ANN001, ANN201
                 "--data", "-d", multiple=True, required=True, type=click.Path(), help="JSONL corpus (repeatable)."
             ),
             click.option("--limit", type=int, help="Use this many problems (a seeded mix of all files)."),
-            click.option("--temperature", type=float, default=0.6, show_default=True),
-            click.option("--top-p", type=float, default=0.95, show_default=True),
+            click.option(
+                "--temperature", type=float, help="Sampling temperature (default: the preset's, as the runtime runs)."
+            ),
+            click.option("--top-p", type=float, help="Nucleus sampling (default: the preset's)."),
+            click.option(
+                "--exit-style",
+                type=click.Choice(["conclude", "boxed"]),
+                default="conclude",
+                show_default=True,
+                help="Label each cue by the exit the runtime takes in this style (run/chat/serve: conclude).",
+            ),
             click.option("--max-tokens", type=int, default=None, help="Token cap per trace (default: the preset's)."),
             click.option(
                 "--seed", type=int, default=0, show_default=True, help="Seeds the split hash, the order and each trace."
@@ -84,6 +93,7 @@ def _collect(
     limit,
     temperature,
     top_p,
+    exit_style,
     max_tokens,
     seed,
     train_frac,
@@ -107,6 +117,7 @@ def _collect(
             limit=limit,
             temperature=temperature,
             top_p=top_p,
+            exit_style=exit_style,
             max_tokens=max_tokens,
             seed=seed,
             fractions=(train_frac, cal_frac),
@@ -190,7 +201,7 @@ def _train(collection: Path, out: Path, *, kind: str, seed: int, max_iter: int) 
 
 
 @main.command()
-@click.argument("collection", type=click.Path(path_type=Path))
+@click.argument("collection", type=click.Path(path_type=Path), required=False)
 @click.option(
     "--probe",
     "-p",
@@ -207,7 +218,11 @@ def _train(collection: Path, out: Path, *, kind: str, seed: int, max_iter: int) 
     help="What to calibrate: the probe's output, or the trial answers' confidence (no probe needed).",
 )
 @click.option(
-    "--resplits", type=int, default=200, show_default=True, help="Evaluate over this many random re-splits (0: skip)."
+    "--draws",
+    type=click.IntRange(0),
+    default=2000,
+    show_default=True,
+    help="Check each promise over this many calibration sets drawn from the held-out traces (0: skip).",
 )
 @click.option(
     "--p-value",
@@ -226,13 +241,15 @@ def _train(collection: Path, out: Path, *, kind: str, seed: int, max_iter: int) 
 @click.option("--default-alpha", type=float, help="The level run/chat/serve use when none is asked for.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @exits_on_user_error
-def calibrate(collection, probe_dir, score, resplits, p_value, per_cue, default_alpha, seed) -> None:  # noqa: ANN001
-    """Calibrate thresholds per δ and α and write the probe card (with test-split metrics)."""
+def calibrate(collection, probe_dir, score, draws, p_value, per_cue, default_alpha, seed) -> None:  # noqa: ANN001
+    """Calibrate thresholds per δ and α and write the probe card (with test-split metrics).
+
+    Without COLLECTION the card is re-derived from the probe directory's events.json."""
     _calibrate(
         collection,
         probe_dir,
         score=score,
-        resplits=resplits,
+        draws=draws,
         p_value=p_value,
         per_cue=per_cue,
         default_alpha=default_alpha,
@@ -240,7 +257,7 @@ def calibrate(collection, probe_dir, score, resplits, p_value, per_cue, default_
     )
 
 
-def _calibrate(collection: Path, probe_dir: Path, **kwargs) -> None:  # noqa: ANN003
+def _calibrate(collection: Path | None, probe_dir: Path, **kwargs) -> None:  # noqa: ANN003
     from tools.calibrate import report_card, run_calibrate
 
     card = run_calibrate(collection, probe_dir, **kwargs)
@@ -270,7 +287,7 @@ def make_probe(out, work, seed, **kwargs) -> None:  # noqa: ANN001
     work = work or Path("runs") / out.name
     _collect(work, seed=seed, **kwargs)
     _train(work, out, kind="auto", seed=seed, max_iter=200)
-    _calibrate(work, out, score="probe", resplits=200, p_value="binomial", per_cue="pac", seed=seed)
+    _calibrate(work, out, score="probe", draws=2000, p_value="binomial", per_cue="pac", seed=seed)
     click.echo(describe_card(ProbeCard.load(out)))
 
 

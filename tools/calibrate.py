@@ -1,24 +1,27 @@
 """Calibrate: thresholds per δ (per cue) and per α (per answer), measured on the test split.
 
-* per cue — class-conditional split conformal on the calibration split's events, for each δ:
-  PAC (training-conditional, confidence 0.9: the realised rate exceeds δ in at most 10 % of
-  calibration draws) by default, or marginal (``--per-cue marginal``: δ on average over
-  draws); too few events of a class → q = +∞, and the card says the probe never exits there;
+* per cue — class-conditional split conformal on one event of each class per calibration
+  trace (seeded), so the scores are independent even though the cues of a trace are not:
+  PAC (confidence 0.9: the realised rate exceeds δ in at most 10 % of calibration draws) by
+  default, or marginal (``--per-cue marginal``: δ on average over draws). The promise: at a
+  cue where exiting would be wrong, chosen at random in a random trace, P(exit) ≤ δ;
 * per answer — Learn-then-Test on the calibration split's traces, for each α at confidence
-  0.9 (loss: the first passing cue's forced answer is wrong while the full answer was right).
+  0.9 (loss: the first passing cue's exit answer is wrong while the full answer was right).
 
 The score is the probe's output on each cue's features, or (``--score trial``) the confidence
-of the forced answer at the cue — DEER's training-free score, which then carries a risk level
-without any probe. The card's metrics are measured on the test split by walking each test
-trace's cues in order (decoding is causal: the first passing cue is where the runtime would
-have exited). With ``--resplits N`` the calibration is repeated over N random
-calibration draws from the pooled held-out traces, and the card reports how often the
-promised rate was exceeded: on the other half of each split, and on the whole pool.
+of the exit answer at the cue — DEER's training-free score, which then carries a risk level
+without any probe. Everything the card says is derived from the held-out traces' scores,
+labels and token counts, which are written beside the card (``events.json``), so
+``calibrate --events`` re-derives the card bit for bit from the repository. ``--draws N``
+checks the promises: N calibration sets drawn from the pooled held-out traces (the pool as
+the population), each rule's realised rate measured on the whole pool, and the share of draws
+where it exceeded its level reported with a 95 % interval.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,12 @@ from typing import Any
 import numpy as np
 
 from lynx_edge.errors import ProbeError
-from lynx_edge.runtime.conformal import class_conditional_quantiles, ltt_threshold
+from lynx_edge.runtime.conformal import (
+    loss_intervals,
+    ltt_thresholds,
+    premature_counts,
+    trace_level_quantiles,
+)
 from lynx_edge.runtime.onnx_probe import OnnxProbe
 from lynx_edge.runtime.policy import ExitRule, card_rules
 from lynx_edge.runtime.probe_card import CARD_NAME, ProbeCard
@@ -38,26 +46,52 @@ DELTAS = (0.01, 0.02, 0.03, 0.05, 0.10, 0.20, 0.30)
 ALPHAS = (0.01, 0.02, 0.03, 0.05, 0.10, 0.20)
 CONFIDENCE = 0.9
 PER_CUE = ("pac", "marginal")
+EVENTS_NAME = "events.json"
+EVENTS_FORMAT = "lynx-edge-events/1"
+_CARD_KEYS = ("model", "layers", "final_norm", "cues", "exit_text", "think_open", "think_close", "scaffold")
 
 
 @dataclass
 class Trace:
-    """One held-out trace with its cue events' scores and forced-exit outcomes."""
+    """One held-out trace with its cue events' scores and exit outcomes."""
 
     id: str
+    split: str
     correct: bool
     natural_tokens: int  # thinking + answer of the full trace
     probs: np.ndarray  # per cue, in order
     forced_ok: np.ndarray
-    used_tokens: np.ndarray  # per cue: tokens kept before it + exit text + forced answer
+    used_tokens: np.ndarray  # per cue: tokens kept before it + exit text + exit answer
 
     def as_ltt(self) -> tuple[np.ndarray, np.ndarray, bool]:
         return self.probs, self.forced_ok, self.correct
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "split": self.split,
+            "correct": self.correct,
+            "natural_tokens": self.natural_tokens,
+            "cues": [[float(p), bool(ok), int(u)] for p, ok, u in zip(self.probs, self.forced_ok, self.used_tokens)],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Trace:
+        cues = data["cues"]
+        return cls(
+            id=data["id"],
+            split=data["split"],
+            correct=bool(data["correct"]),
+            natural_tokens=int(data["natural_tokens"]),
+            probs=np.array([c[0] for c in cues], dtype=np.float64),
+            forced_ok=np.array([c[1] for c in cues], dtype=bool),
+            used_tokens=np.array([c[2] for c in cues], dtype=np.int64),
+        )
+
 
 def held_out_traces(store: Collection, split: str, probe: OnnxProbe | None) -> list[Trace]:
     """The split's traces (cue-less ones included) with scores on their events: the probe's,
-    or the forced answers' confidence when ``probe`` is None."""
+    or the exit answers' confidence when ``probe`` is None."""
     score: dict[tuple[str, int], float] = {}
     if probe is not None:
         events = store.load_split(split)
@@ -73,6 +107,7 @@ def held_out_traces(store: Collection, split: str, probe: OnnxProbe | None) -> l
         out.append(
             Trace(
                 id=t["id"],
+                split=split,
                 correct=bool(t["correct"]),
                 natural_tokens=int(t["thinking_tokens"] + t["answer_tokens"]),
                 probs=np.array(
@@ -99,49 +134,59 @@ def _finite(q: float) -> float | None:
 def calibrate(
     traces: Sequence[Trace],
     *,
-    deltas=DELTAS,
-    alphas=ALPHAS,
-    confidence=CONFIDENCE,  # noqa: ANN001
-    p_value="binomial",
-    per_cue="pac",
+    deltas: Sequence[float] = DELTAS,
+    alphas: Sequence[float] = ALPHAS,
+    confidence: float = CONFIDENCE,
+    p_value: str = "binomial",
+    per_cue: str = "pac",
+    seed: int = 0,
 ) -> dict[str, list[dict[str, Any]]]:
-    """The card's ``calibration`` section from calibration traces."""
-    probs, labels = _events(traces)
+    """The card's ``calibration`` section from calibration traces (``seed`` picks the one
+    event per class and trace that the per-cue quantiles use)."""
     pac = per_cue == "pac"
+    cue_traces = [(t.probs, t.forced_ok) for t in traces]
     per_cue_entries = []
     for delta in deltas:
-        q_pos, q_neg = class_conditional_quantiles(probs, labels, delta, confidence=confidence if pac else None)
+        q_pos, q_neg, n_pos, n_neg = trace_level_quantiles(
+            cue_traces, delta, confidence=confidence if pac else None, seed=seed
+        )
         entry = {
             "delta": delta,
             "q_pos": _finite(q_pos),
             "q_neg": _finite(q_neg),
-            "n_pos": int(labels.sum()),
-            "n_neg": int((~labels).sum()),
+            "n_pos": n_pos,
+            "n_neg": n_neg,
             "promise": per_cue,
+            "unit": "trace",
         }
         if pac:
             entry["confidence"] = confidence
         per_cue_entries.append(entry)
-    per_answer = []
     ltt = [t.as_ltt() for t in traces]
-    for alpha in alphas:
-        lam = ltt_threshold(ltt, alpha, confidence=confidence, p_value=p_value)
-        per_answer.append(
-            {"alpha": alpha, "threshold": lam, "confidence": confidence, "n_traces": len(traces), "promise": "ltt"}
-        )
+    candidates = _events(traces)[0]
+    lams = ltt_thresholds(loss_intervals(ltt), len(ltt), candidates, alphas, confidence=confidence, p_value=p_value)
+    per_answer = [
+        {"alpha": a, "threshold": lams[a], "confidence": confidence, "n_traces": len(traces), "promise": "ltt"}
+        for a in alphas
+    ]
     return {"per_cue": per_cue_entries, "per_answer": per_answer}
 
 
 def _passes(rule: ExitRule, probs: np.ndarray) -> np.ndarray:
-    return np.array([rule.exits(float(p)) for p in probs], dtype=bool)
+    return np.asarray(rule.exits_many(probs), dtype=bool)
+
+
+def per_trace_wrong_exit_rate(traces: Sequence[Trace], passing: Sequence[np.ndarray]) -> float | None:
+    """The per-cue promise's rate: over traces with a cue where exiting is wrong, the share
+    of those cues that pass, averaged (None when no trace has one)."""
+    shares = [float(p[~t.forced_ok].mean()) for t, p in zip(traces, passing) if (~t.forced_ok).any()]
+    return float(np.mean(shares)) if shares else None
 
 
 def measure(rule: ExitRule, traces: Sequence[Trace]) -> dict[str, Any]:
     """What ``rule`` does on ``traces``: per-cue and per-answer premature-exit rates, exit
     rate, tokens saved, accuracy with exits (first passing cue wins)."""
     passing = [_passes(rule, t.probs) for t in traces]
-    negatives = ~_events(traces)[1]
-    all_passing = np.concatenate(passing) if passing else np.zeros(0, dtype=bool)
     exits = premature = right = used = natural = 0
     for t, passes in zip(traces, passing):
         hit = np.flatnonzero(passes)
@@ -156,10 +201,11 @@ def measure(rule: ExitRule, traces: Sequence[Trace]) -> dict[str, Any]:
             right += int(t.correct)
             used += t.natural_tokens
     n = max(len(traces), 1)
+    per_cue = per_trace_wrong_exit_rate(traces, passing)
     return {
         "mode": rule.mode,
         "level": rule.level,
-        "per_cue_premature_exit_rate": round(float(all_passing[negatives].mean()), 4) if negatives.any() else None,
+        "per_cue_premature_exit_rate": None if per_cue is None else round(per_cue, 4),
         "per_answer_premature_exit_rate": round(premature / n, 4),
         "exit_rate": round(exits / n, 4),
         "accuracy_with_exits": round(right / n, 4),
@@ -168,58 +214,72 @@ def measure(rule: ExitRule, traces: Sequence[Trace]) -> dict[str, Any]:
     }
 
 
-def resplit_violations(
-    traces: Sequence[Trace], *, n_resplits: int, seed: int = 0, p_value: str = "binomial", per_cue: str = "pac"
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a frequency hits / n."""
+    if n == 0:
+        return 0.0, 1.0
+    f = hits / n
+    centre = (f + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(f * (1 - f) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+class PoolRates:
+    """Exact promised rates of any rule on a fixed pool of traces (the population of a check)."""
+
+    def __init__(self, pool: Sequence[Trace]) -> None:
+        self.n = len(pool)
+        self.intervals = loss_intervals([t.as_ltt() for t in pool])
+        with_wrong = [t for t in pool if (~t.forced_ok).any()]
+        self.n_with_wrong = len(with_wrong)
+        self.wrong_probs = np.concatenate([t.probs[~t.forced_ok] for t in with_wrong] or [np.zeros(0)])
+        self.wrong_weights = np.concatenate(
+            [np.full(int((~t.forced_ok).sum()), 1.0 / (~t.forced_ok).sum()) for t in with_wrong] or [np.zeros(0)]
+        )
+
+    def rate(self, rule: ExitRule) -> float:
+        if rule.mode == "per-answer":
+            if not math.isfinite(rule.lam):
+                return 0.0
+            return float(premature_counts(self.intervals, np.array([rule.lam]))[0] / self.n)
+        if not self.n_with_wrong:
+            return 0.0
+        passes = np.asarray(rule.exits_many(self.wrong_probs))
+        return float((self.wrong_weights * passes).sum() / self.n_with_wrong)
+
+
+def check_promises(
+    pool: Sequence[Trace],
+    *,
+    draws: int,
+    cal_size: int,
+    seed: int = 0,
+    p_value: str = "binomial",
+    per_cue: str = "pac",
 ) -> dict[str, Any]:
-    """How often the promised rate is exceeded, two ways, over ``n_resplits`` calibration draws.
-
-    * ``rates`` — random halves of the pooled held-out traces: calibrate on one, measure the
-      realised rate on the other. The test half's own sampling noise counts as a violation
-      too, so a tight calibration at confidence c exceeds its level more often than 1 − c.
-    * ``population_rates`` — the pool as the population: calibration sets of the same size
-      drawn from it with replacement (i.i.d. draws), each rule's rate measured on the whole
-      pool, i.e. exactly. This is the promise itself: P(rate > level) ≤ 1 − confidence over
-      calibration draws.
-    """
+    """How often each promise is broken: ``draws`` calibration sets of ``cal_size`` traces drawn
+    (with replacement, i.e. i.i.d.) from ``pool``, each calibrated as the card was and its rules'
+    rates measured exactly on the whole pool. A kept promise at confidence c exceeds its level
+    in at most 1 − c of the draws; the 95 % interval says how sure the count is."""
     rng = np.random.default_rng(seed)
-    traces = list(traces)
-    half = len(traces) // 2
-    split: dict[str, list[float]] = {}
-    population: dict[str, list[float]] = {}
-    for _ in range(n_resplits):
-        order = rng.permutation(len(traces))
-        _record(split, [traces[i] for i in order[half:]], [traces[i] for i in order[:half]], p_value, per_cue)
-        draw = [traces[i] for i in rng.integers(0, len(traces), half)]
-        _record(population, traces, draw, p_value, per_cue)
-    return {
-        "resplits": n_resplits,
-        "traces": len(traces),
-        "per_cue": per_cue,
-        "rates": _violations(split),
-        "population_rates": _violations(population),
-    }
-
-
-def _record(
-    rates: dict[str, list[float]], test: Sequence[Trace], cal: Sequence[Trace], p_value: str, per_cue: str
-) -> None:
-    """Calibrate on ``cal`` and append each rule's promised rate as measured on ``test``."""
-    for rule in card_rules(calibrate(cal, p_value=p_value, per_cue=per_cue)):
-        m = measure(rule, test)
-        rate = m["per_cue_premature_exit_rate"] if rule.mode == "per-cue" else m["per_answer_premature_exit_rate"]
-        rates.setdefault(f"{rule.mode} {rule.level}", []).append(rate if rate is not None else 0.0)
-
-
-def _violations(rates: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    rates = PoolRates(pool)
+    exceeded: dict[str, list[float]] = {}
+    for draw in range(draws):
+        sample = [pool[i] for i in rng.integers(0, len(pool), cal_size)]
+        for rule in card_rules(calibrate(sample, p_value=p_value, per_cue=per_cue, seed=draw)):
+            exceeded.setdefault(f"{rule.mode} {rule.level:g}", []).append(rates.rate(rule))
     report = {}
-    for key, values in rates.items():
+    for key, values in exceeded.items():
         level = float(key.split()[1])
         arr = np.array(values)
+        hits = int((arr > level + 1e-12).sum())
+        low, high = wilson_interval(hits, len(arr))
         report[key] = {
-            "violation_frequency": round(float((arr > level).mean()), 4),
+            "violation_frequency": round(hits / len(arr), 4),
+            "interval_95": [round(low, 4), round(high, 4)],
             "mean_rate": round(float(arr.mean()), 4),
         }
-    return report
+    return {"draws": draws, "pool_traces": len(pool), "cal_size": cal_size, "per_cue": per_cue, "levels": report}
 
 
 def _check_probe(probe_dir: Path, manifest: dict[str, Any]) -> None:
@@ -237,34 +297,67 @@ def _check_probe(probe_dir: Path, manifest: dict[str, Any]) -> None:
             )
 
 
-def run_calibrate(
-    collection: Path,
-    probe_dir: Path,
-    *,
-    score: str = "probe",
-    resplits: int = 0,
-    seed: int = 0,
-    p_value: str = "binomial",
-    per_cue: str = "pac",
-    default_alpha: float | None = None,
-) -> ProbeCard:
-    """Write ``probe_dir/card.json`` from the collection's calibration and test splits."""
+def write_events(collection: Path, probe_dir: Path, *, score: str = "probe") -> Path:
+    """Score the collection's held-out traces and write them, with what the card needs of the
+    collection's manifest, to ``probe_dir/events.json`` (a few MB: no features)."""
     store = Collection(collection)
     manifest = store.manifest()
     probe = None
     if score == "probe":
         _check_probe(probe_dir, manifest)
         probe = OnnxProbe(probe_dir / "probe.onnx", store.feature_dim)
-    cal = held_out_traces(store, "cal", probe)
-    test = held_out_traces(store, "test", probe)
-    calibration = calibrate(cal, p_value=p_value, per_cue=per_cue)
-    test_probs, test_labels = _events(test)
     by_split = store.traces_by_split()
-    metrics: dict[str, Any] = {
+    events = {
+        "format": EVENTS_FORMAT,
         "score": score,
+        "manifest": {k: manifest.get(k) for k in (*_CARD_KEYS, "conditions", "settings", "data")},
         "traces": {s: len(v) for s, v in by_split.items()},
         "events": {s: sum(len(t["cues"]) for t in v) for s, v in by_split.items()},
         "traces_without_cues": sum(1 for v in by_split.values() for t in v if not t["cues"]),
+        "held_out": [t.to_json() for split in ("cal", "test") for t in held_out_traces(store, split, probe)],
+    }
+    probe_dir.mkdir(parents=True, exist_ok=True)
+    path = probe_dir / EVENTS_NAME
+    path.write_text(json.dumps(events, separators=(",", ":")) + "\n")
+    return path
+
+
+def read_events(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ProbeError(
+            f"cannot read the calibration events {path} ({exc}): run calibrate on the collection"
+        ) from None
+    if data.get("format") != EVENTS_FORMAT:
+        raise ProbeError(f"{path} is not a {EVENTS_FORMAT} file: run calibrate on the collection again")
+    return data
+
+
+def card_from_events(
+    probe_dir: Path,
+    *,
+    draws: int = 0,
+    seed: int = 0,
+    p_value: str = "binomial",
+    per_cue: str = "pac",
+    default_alpha: float | None = None,
+) -> ProbeCard:
+    """Write ``probe_dir/card.json`` from ``probe_dir/events.json`` (and ``training.json``
+    when there is one): the same events always give the same card."""
+    data = read_events(probe_dir / EVENTS_NAME)
+    manifest = data["manifest"]
+    held_out = [Trace.from_json(t) for t in data["held_out"]]
+    cal = [t for t in held_out if t.split == "cal"]
+    test = [t for t in held_out if t.split == "test"]
+    calibration = calibrate(cal, p_value=p_value, per_cue=per_cue, seed=seed)
+    test_probs, test_labels = _events(test)
+    probe = data["score"] == "probe"
+    metrics: dict[str, Any] = {
+        "score": data["score"],
+        "traces": data["traces"],
+        "events": data["events"],
+        "traces_without_cues": data["traces_without_cues"],
         "test": {
             "accuracy_without_exits": round(float(np.mean([t.correct for t in test])), 4) if test else None,
             **scores(test_probs, test_labels),
@@ -273,11 +366,11 @@ def run_calibrate(
         "settings": manifest["settings"],
         "data": list(manifest["data"]),
     }
-    if probe is not None and (training := _read_training(probe_dir)):
+    if probe and (training := _read_training(probe_dir)):
         metrics["training"] = training
-    if resplits:
-        metrics["resplit_evaluation"] = resplit_violations(
-            cal + test, n_resplits=resplits, seed=seed, p_value=p_value, per_cue=per_cue
+    if draws:
+        metrics["promise_check"] = check_promises(
+            held_out, draws=draws, cal_size=len(cal), seed=seed, p_value=p_value, per_cue=per_cue
         )
     card = ProbeCard(
         model=manifest["model"],
@@ -288,15 +381,23 @@ def run_calibrate(
         think_open=manifest["think_open"],
         think_close=manifest["think_close"],
         onnx="probe.onnx" if probe else None,
-        score=score,
+        score=data["score"],
         default_alpha=default_alpha,
         calibration=calibration,
         scaffold=list(manifest["scaffold"]),
+        conditions=manifest.get("conditions"),
         metrics=metrics,
     )
-    probe_dir.mkdir(parents=True, exist_ok=True)
     card.save(probe_dir / CARD_NAME)
     return card
+
+
+def run_calibrate(collection: Path | None, probe_dir: Path, *, score: str = "probe", **kwargs: Any) -> ProbeCard:
+    """Score the collection's held-out traces into ``events.json`` (skipped when
+    ``collection`` is None: the shipped events are used) and write the card from them."""
+    if collection is not None:
+        write_events(collection, probe_dir, score=score)
+    return card_from_events(probe_dir, **kwargs)
 
 
 def _read_training(probe_dir: Path) -> dict[str, Any] | None:
@@ -324,17 +425,19 @@ def report_card(card: ProbeCard) -> str:
         )
     for e in card.calibration["per_cue"]:
         if e["q_neg"] is None:
-            lines.append(f"  δ={e['delta']}: never exits at this δ (too few wrong-exit calibration events)")
+            lines.append(f"  δ={e['delta']}: never exits at this δ (too few traces with a wrong-exit cue)")
     for e in card.calibration["per_answer"]:
         if e["threshold"] is None:
             lines.append(f"  α={e['alpha']}: never exits at this α (too few calibration traces to certify it)")
-    if ev := m.get("resplit_evaluation"):
+    if ev := m.get("promise_check"):
         lines.append(
-            f"{ev['resplits']} calibration draws (per cue {ev['per_cue']}): how often the promised rate was exceeded, "
-            "on the other half of a random split | on the whole pool (calibration drawn from it)"
+            f"promise check: {ev['draws']} calibration sets of {ev['cal_size']} traces drawn from the "
+            f"{ev['pool_traces']} held-out traces, rates measured on all of them; share of draws over the level:"
         )
-        for key, r in ev["rates"].items():
-            whole = ev.get("population_rates", {}).get(key)
-            exact = f"{whole['violation_frequency']:.1%} (rate {whole['mean_rate']})" if whole else "—"
-            lines.append(f"  {key:18s} {r['violation_frequency']:.1%} (mean rate {r['mean_rate']}) | {exact}")
+        for key, r in ev["levels"].items():
+            low, high = r["interval_95"]
+            lines.append(
+                f"  {key:18s} {r['violation_frequency']:.1%} (95 % interval {low:.1%}–{high:.1%}; "
+                f"mean rate {r['mean_rate']})"
+            )
     return "\n".join(lines)

@@ -22,7 +22,13 @@ from lynx_edge.errors import ModelError
 from lynx_edge.runtime.presets import Adapter
 
 _CHUNK = 1 << 20
-_FILE_TYPES = {"Q8_0": 7}  # llama_ftype of a GGUF whose block weights are mostly this type
+_FILE_TYPES = {
+    "Q4_0": 2,
+    "Q4_1": 3,
+    "Q5_0": 8,
+    "Q5_1": 9,
+    "Q8_0": 7,
+}  # llama_ftype of a GGUF whose block weights are mostly this type
 
 
 def adapter_path(adapter: Adapter) -> Path:

@@ -11,11 +11,17 @@ exactly {1}. Two promises, by how k is chosen:
 * PAC (training-conditional) — the smallest k with P(Bin(n, 1−δ) ≥ k) ≤ 1 − confidence: the
   k-th order statistic's coverage is Beta(k, n−k+1), so the realised rate exceeds δ in at most
   a fraction 1 − confidence of calibration draws (Vovk 2012). It costs a slightly higher q.
+
+Both need *independent* scores, and the cues of one trace are not: a trace with a slip has
+several wrong cues with alike scores. ``trace_level_quantiles`` therefore draws one event of
+each class per trace (seeded), so the scores are i.i.d. across traces, and the promise is
+about a wrong cue chosen at random within a random trace.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -57,6 +63,31 @@ def class_conditional_quantiles(
     if confidence is None:
         return conformal_quantile(1.0 - probs[labels], delta), conformal_quantile(probs[~labels], delta)
     return pac_quantile(1.0 - probs[labels], delta, confidence), pac_quantile(probs[~labels], delta, confidence)
+
+
+def one_per_trace(traces: list[tuple[np.ndarray, np.ndarray]], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One randomly chosen (seeded) event of each class from every trace that has one: the
+    (probability, label) arrays of an i.i.d. sample. A trace is (probs, labels) of its cues."""
+    rng = np.random.default_rng(seed)
+    probs, labels = [], []
+    for p, y in traces:
+        p, y = np.asarray(p, np.float64), np.asarray(y).astype(bool)
+        for cls in (True, False):
+            idx = np.flatnonzero(y == cls)
+            if len(idx):
+                probs.append(p[idx[rng.integers(len(idx))]])
+                labels.append(cls)
+    return np.array(probs, np.float64), np.array(labels, bool)
+
+
+def trace_level_quantiles(
+    traces: list[tuple[np.ndarray, np.ndarray]], delta: float, *, confidence: float | None, seed: int = 0
+) -> tuple[float, float, int, int]:
+    """(q_pos, q_neg, n_pos, n_neg) from one event per class per trace: PAC quantiles at
+    ``confidence``, marginal ones when it is None. Valid however the cues of a trace correlate."""
+    probs, labels = one_per_trace(traces, seed)
+    q_pos, q_neg = class_conditional_quantiles(probs, labels, delta, confidence=confidence)
+    return q_pos, q_neg, int(labels.sum()), int((~labels).sum())
 
 
 def per_cue_exits(p: float | np.ndarray, q_pos: float, q_neg: float) -> bool | np.ndarray:
@@ -127,6 +158,42 @@ def first_exit_losses(traces: list[tuple[np.ndarray, np.ndarray, bool]], thresho
     return losses
 
 
+def loss_intervals(traces: list[tuple[np.ndarray, np.ndarray, bool]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each trace's first-exit loss is 1, as half-open threshold intervals (lo, hi]:
+    the first cue with p ≥ λ is the first whose running maximum reaches λ, so λ in
+    (max of the earlier cues, this cue's p] exits at this cue. Returns (trace index, lo, hi)
+    of every interval whose exit is premature; ``first_exit_losses`` summed over traces is
+    the number of intervals holding λ."""
+    rows, los, his = [], [], []
+    for row, (probs, forced_ok, full_ok) in enumerate(traces):
+        if not full_ok or len(probs) == 0:
+            continue
+        probs = np.asarray(probs, dtype=np.float64)
+        before = np.concatenate([[-np.inf], np.maximum.accumulate(probs)[:-1]])
+        wrong = (probs > before) & ~np.asarray(forced_ok, dtype=bool)
+        rows.extend([row] * int(wrong.sum()))
+        los.extend(before[wrong])
+        his.extend(probs[wrong])
+    return np.array(rows, np.int64), np.array(los, np.float64), np.array(his, np.float64)
+
+
+def premature_counts(
+    intervals: tuple[np.ndarray, np.ndarray, np.ndarray], thresholds: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Per threshold, the (weighted) number of traces whose first exit is premature, from
+    ``loss_intervals`` — the sums of ``first_exit_losses`` in O((n + m) log m)."""
+    rows, lo, hi = intervals
+    w = np.ones(len(rows)) if weights is None else np.asarray(weights, np.float64)[rows]
+    order = np.argsort(thresholds)
+    sorted_t = np.asarray(thresholds, np.float64)[order]
+    diff = np.zeros(len(sorted_t) + 1)
+    np.add.at(diff, np.searchsorted(sorted_t, lo, side="right"), w)  # first λ > lo
+    np.add.at(diff, np.searchsorted(sorted_t, hi, side="right"), -w)  # first λ > hi
+    counts = np.empty(len(sorted_t))
+    counts[order] = np.cumsum(diff)[:-1]
+    return counts
+
+
 def ltt_threshold(
     traces: list[tuple[np.ndarray, np.ndarray, bool]],
     alpha: float,
@@ -137,18 +204,37 @@ def ltt_threshold(
     """The smallest threshold λ that fixed-sequence testing certifies: going from the most
     conservative λ down, every tested λ has p-value ≤ 1 − confidence for "per-answer risk > α".
     None when even the most conservative one is not certified (too few traces: never exit)."""
-    n = len(traces)
-    if n == 0:
-        return None
-    test = P_VALUES[p_value]
     all_probs = np.concatenate([np.asarray(t[0], np.float64) for t in traces] or [np.zeros(0)])
-    candidates = np.unique(all_probs)[::-1]  # descending: most conservative first
-    if len(candidates) == 0:
-        return None
-    losses = first_exit_losses(traces, candidates).sum(axis=0)
-    chosen = None
-    for lam, k in zip(candidates, losses):
-        if test(int(k), n, alpha) > 1.0 - confidence:
-            break
-        chosen = float(lam)
+    return ltt_thresholds(
+        loss_intervals(traces), len(traces), np.unique(all_probs), (alpha,), confidence=confidence, p_value=p_value
+    )[alpha]
+
+
+def ltt_thresholds(
+    intervals: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n: int,
+    candidates: np.ndarray,
+    alphas: Sequence[float],
+    *,
+    confidence: float = 0.9,
+    p_value: str = "binomial",
+    weights: np.ndarray | None = None,
+) -> dict[float, float | None]:
+    """``ltt_threshold`` for several α at once over ``candidates`` (the calibration scores),
+    from the calibration traces' ``loss_intervals``; ``weights`` counts each trace (a draw
+    with repeats), n is their sum."""
+    chosen: dict[float, float | None] = {alpha: None for alpha in alphas}
+    if n == 0 or len(candidates) == 0:
+        return chosen
+    test = P_VALUES[p_value]
+    descending = np.unique(candidates)[::-1]  # most conservative first
+    losses = np.rint(premature_counts(intervals, descending, weights)).astype(int)
+    for alpha in alphas:
+        most = -1  # the largest loss count certified (p-values grow with the count)
+        while most < n and test(most + 1, n, alpha) <= 1.0 - confidence:
+            most += 1
+        fails = np.flatnonzero(losses > most)
+        last = (fails[0] if len(fails) else len(descending)) - 1
+        if last >= 0:
+            chosen[alpha] = float(descending[last])
     return chosen

@@ -19,6 +19,7 @@ from typing import Any
 
 from lynx_edge.errors import ContextOverflowError, LynxError, ProbeError, SettingError
 from lynx_edge.events import Event
+from lynx_edge.runtime.conditions import RequestConditions
 from lynx_edge.runtime.cues import CueMatcher
 from lynx_edge.runtime.exits import DEFAULT_LEVELS, DEFAULT_TRIAL, NoExit, ProbeExit, TrialExit
 from lynx_edge.runtime.generation import FeatureSink, Generation, Plan, Policy
@@ -114,6 +115,11 @@ class Engine:
     @property
     def model_name(self) -> str:
         return self.backend.info.name
+
+    @property
+    def system_prompt(self) -> str | None:
+        """The system message put before a conversation that brings none."""
+        return next((m["content"] for m in self.scaffold if m["role"] == "system"), None)
 
     @property
     def probe_name(self) -> str | None:
@@ -213,6 +219,16 @@ class Engine:
                 )
         if options.grammar is not None and self.backend.grammar(options.grammar) is None:
             raise SettingError("the answer's grammar does not parse in llama.cpp: check the schema or GBNF")
+        policy = self.policy_for(options)
+        request = RequestConditions(
+            temperature=temperature,
+            top_p=top_p,
+            exit_style=options.exit_style,
+            system_prompt=self._system_prompt_of(messages),
+            top_k=options.top_k,
+            extra_sampling=_extra_sampling(options),
+        )
+        departures = tuple(self.card.departures(request)) if policy.guarantee and self.card else ()
         reserve = options.answer_reserve
         if reserve is not None and reserve >= max_tokens:
             raise SettingError(
@@ -222,7 +238,8 @@ class Engine:
             prompt=prompt,
             max_tokens=max_tokens,
             sampling=sampling,
-            policy=self.policy_for(options),
+            policy=policy,
+            departures=departures,
             exit_style=options.exit_style,
             measure_savings=options.measure_savings,
             think=options.think,
@@ -232,6 +249,14 @@ class Engine:
             logprobs=options.logprobs or options.top_logprobs > 0,
             top_logprobs=options.top_logprobs,
         )
+
+    def _system_prompt_of(self, messages: Messages) -> str | None:
+        """The system message the model will see: the request's own, else the scaffold's."""
+        if not isinstance(messages, str):
+            own = [str(m.get("content", "")) for m in messages if m.get("role") == "system"]
+            if own:
+                return "\n".join(own)
+        return self.system_prompt
 
     def conclude_text(self, thinking: str) -> str:
         """What closes ``thinking`` so the model answers next, in the model's own layout (a
@@ -305,6 +330,18 @@ def _no_probe_hint() -> str:
         "early exits use the training-free policy, with no risk guarantee; make a probe for this model with "
         "`python -m tools make-probe` (tools/README.md, GPU-box guide)"
     )
+
+
+def _extra_sampling(options: GenerationOptions) -> tuple[str, ...]:
+    """Sampler knobs that reshape the distribution beyond temperature/top-p/top-k."""
+    knobs = []
+    if options.frequency_penalty:
+        knobs.append(f"frequency_penalty {options.frequency_penalty:g}")
+    if options.presence_penalty:
+        knobs.append(f"presence_penalty {options.presence_penalty:g}")
+    if options.logit_bias:
+        knobs.append("logit_bias")
+    return tuple(knobs)
 
 
 def _check_messages(messages: Messages) -> None:

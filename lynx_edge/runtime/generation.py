@@ -93,6 +93,7 @@ class Plan:
     answer_reserve: int | None = None
     logprobs: bool = False
     top_logprobs: int = 0
+    departures: tuple[str, ...] = ()  # how the request leaves the card's calibration conditions
 
 
 class Generation:
@@ -355,8 +356,9 @@ class Generation:
             model=self.e.model_name,
             probe=self.e.probe_name,
             policy=policy.describe(),
-            guarantee=policy.guarantee,
+            guarantee=policy.guarantee and not self.plan.departures,
             alpha=policy.level if policy.guarantee else None,
+            estimate_because=self.plan.departures if policy.guarantee else (),
             mode=policy.mode,
             exit_style=self.plan.exit_style,
             seconds=round(seconds, 4),

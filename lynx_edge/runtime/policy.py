@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from lynx_edge.errors import SettingError
 from lynx_edge.runtime.conformal import per_cue_exits, per_cue_threshold
 from lynx_edge.runtime.options import MODES, Mode, check_alpha
@@ -40,9 +42,13 @@ class ExitRule:
         return per_cue_threshold(self.q_pos, self.q_neg)
 
     def exits(self, score: float) -> bool:
+        return bool(self.exits_many(score))
+
+    def exits_many(self, scores: float | np.ndarray) -> bool | np.ndarray:
+        """``exits`` for an array of scores at once (calibration checks measure thousands)."""
         if self.mode == "per-answer":
-            return score >= self.lam
-        return bool(per_cue_exits(score, self.q_pos, self.q_neg))
+            return np.asarray(scores) >= self.lam
+        return per_cue_exits(scores, self.q_pos, self.q_neg)
 
 
 def _q(value: float | None) -> float:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lynx_edge.errors import ProbeError
+from lynx_edge.runtime.conditions import Conditions, RequestConditions, departures
 from lynx_edge.runtime.model_info import ModelInfo
 
 CARD_FORMAT = "lynx-edge-probe/1"
@@ -41,6 +42,7 @@ class ProbeCard:
     default_alpha: float | None = None  # the level run/chat/serve use when none is asked for
     calibration: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     scaffold: list[dict[str, str]] = field(default_factory=list)
+    conditions: dict[str, Any] | None = None  # how the calibration traces were made (conditions.Conditions)
     metrics: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None  # where the card was read from (not stored)
 
@@ -111,6 +113,13 @@ class ProbeCard:
                 f"probe card {path} has score {card.score!r} with onnx {card.onnx!r}: re-export it with tools/"
             )
         return card
+
+    def departures(self, request: RequestConditions) -> list[str]:
+        """How ``request`` leaves the conditions this card was calibrated in (empty: its
+        promise applies). A card that does not record them is an estimate for every request."""
+        if self.conditions is None:
+            return ["the card does not record the conditions it was calibrated in"]
+        return departures(Conditions.from_json(self.conditions), request)
 
     def check_model(self, info: ModelInfo) -> None:
         """Refuse a card made for another model (architecture, sizes, tokenizer, layers)."""

@@ -290,6 +290,7 @@ def lynx_stats(reply: Reply) -> dict[str, Any]:
         "threshold": exit_.threshold if exit_ else (last[-1] if last else None),
         "policy": result.policy,
         "guarantee": result.guarantee,
+        "estimate_because": list(result.estimate_because),
         "alpha": result.alpha,
         "mode": result.mode,
         "probe": result.probe,

@@ -95,6 +95,10 @@ def _is_number_with_unit(s: str, end: int) -> bool:
 
 
 def numbers_equal(a: float, b: float) -> bool:
+    """Integers compare exactly (10001 is not 10000); other numbers within a relative 1e-4,
+    so a rounded fraction or percent still counts."""
+    if a == int(a) and b == int(b):
+        return a == b
     return math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6)
 
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -175,13 +175,33 @@ def order(problems: Sequence[Problem], seed: int) -> list[Problem]:
 
 
 def load_many(paths: Iterable[str | Path]) -> tuple[list[Problem], list[str]]:
-    """Problems from several files (ids stay unique across them) and skip summaries."""
+    """Problems from several files and skip summaries. Every problem is kept: an id already
+    taken by an earlier file is namespaced with its own file ("synthetic/test.jsonl#gsm8k-7"),
+    and a note says how many were; the same file named twice is an error."""
     problems: dict[str, Problem] = {}
+    origin: dict[str, str] = {}
     notes = []
+    seen_files: set[Path] = set()
     for path in paths:
+        resolved = Path(path).resolve()
+        if resolved in seen_files:
+            raise DataError(f"{path} is named twice: pass each data file once")
+        seen_files.add(resolved)
         loaded = load_problems(path)
+        label, renamed, clashes = data_label(path), 0, set()
         for p in loaded.problems:
-            problems.setdefault(p.id, p)
+            if p.id in problems and origin[p.id] == label:
+                raise DataError(f"{path} holds problem id {p.id} twice: give its records unique ids")
+            if p.id in problems:
+                clashes.add(origin[p.id])
+                p = replace(p, id=f"{label}#{p.id}")
+                renamed += 1
+            problems[p.id] = p
+            origin[p.id] = label
+        if renamed:
+            notes.append(
+                f"{path}: {renamed} problem id(s) also used in {', '.join(sorted(clashes))}: kept as {label}#ID"
+            )
         if note := loaded.summary(Path(path)):
             notes.append(note)
     return list(problems.values()), notes

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lynx_edge.events import CueScored
+from lynx_edge.display import stats_line
+from lynx_edge.events import CueScored, Reply
 from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.onnx_probe import OnnxProbe
 from lynx_edge.runtime.options import GenerationOptions
@@ -61,7 +62,7 @@ def made_probe(tiny_r1: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     code, out = tools("train", coll, "-o", probe, "--max-iter", 30)
     assert code == 0, out
     assert "ONNX check" in out
-    code, out = tools("calibrate", coll, "-p", probe, "--resplits", 10)
+    code, out = tools("calibrate", coll, "-p", probe, "--draws", 50)
     assert code == 0, out
     return {"root": root, "data": data, "collection": coll, "probe": probe, "calibrate_output": out}
 
@@ -140,8 +141,21 @@ def test_card_is_complete_and_loads_in_the_runtime(made_probe: dict[str, Path], 
     m = card.metrics
     assert m["traces_without_cues"] == 0 and sum(m["traces"].values()) == N_PROBLEMS
     assert {r["mode"] for r in m["test"]["rules"]} == {"per-cue", "per-answer"}
-    assert m["resplit_evaluation"]["resplits"] == 10 and m["test"]["auc"] is not None
-    assert set(m["resplit_evaluation"]["population_rates"]) == set(m["resplit_evaluation"]["rates"])
+    check = m["promise_check"]
+    assert check["draws"] == 50 and m["test"]["auc"] is not None
+    assert set(check["levels"]) == {f"{r['mode']} {r['level']:g}" for r in m["test"]["rules"]}
+    for level in check["levels"].values():
+        low, high = level["interval_95"]
+        assert low <= level["violation_frequency"] <= high
+    assert card.conditions == {
+        "temperature": 0.6,
+        "top_p": 0.95,
+        "exit_style": "conclude",
+        "exit_text": "</think>\n\n",
+        "system_prompt": None,
+        "user_suffix": "",
+        "top_k": 100,
+    }
     # 40 problems leave too few calibration traces to certify α = 0.05 at confidence 0.9
     assert card.calibration["per_answer"][3]["threshold"] is None
     assert "never exits at this α" in made_probe["calibrate_output"]
@@ -160,9 +174,7 @@ def test_runtime_scores_the_features_the_toolkit_recorded(made_probe: dict[str, 
     offline = OnnxProbe(card.onnx_path, card.feature_dim).score_batch(events.features[rows])
     problem = next(p for p in load_problems(made_probe["data"]).problems if p.id == trace["id"])
     engine = Engine(tiny_r1, probe=made_probe["probe"], alpha=0.3, mode="per-cue", n_ctx=512)
-    run = list(
-        engine.generate(problem.prompt, max_tokens=64, temperature=0.6, top_p=0.95, seed=trace_seed(0, problem.id))
-    )
+    run = list(engine.generate(problem.question, max_tokens=64, seed=trace_seed(0, problem.id)))
     cues = [e for e in run if isinstance(e, CueScored)]
     rule = engine.rule_for()
     engine.close()
@@ -175,9 +187,7 @@ def test_trial_confidence_calibrates_without_a_probe(
 ) -> None:
     """`calibrate --score trial` writes a card with no ONNX that thresholds DEER's confidence;
     the runtime then runs the trial policy with that stated risk level."""
-    code, out = tools(
-        "calibrate", made_probe["collection"], "-p", tmp_path / "trial", "--score", "trial", "--resplits", 5
-    )
+    code, out = tools("calibrate", made_probe["collection"], "-p", tmp_path / "trial", "--score", "trial", "--draws", 5)
     assert code == 0, out
     card = ProbeCard.load(tmp_path / "trial")
     assert card.score == "trial" and card.onnx is None and card.metrics["score"] == "trial"
@@ -203,7 +213,7 @@ def test_calibrate_refuses_a_probe_trained_for_another_model(made_probe: dict[st
     training = json.loads((made_probe["probe"] / "training.json").read_text())
     training["fingerprint"] = {**training["fingerprint"], "name": "Another Model", "n_embd": 4096}
     (other / "training.json").write_text(json.dumps(training))
-    code, out = tools("calibrate", made_probe["collection"], "-p", other, "--resplits", 0)
+    code, out = tools("calibrate", made_probe["collection"], "-p", other, "--draws", 0)
     assert code == 1 and "trained for Another Model" in out
 
 
@@ -227,7 +237,7 @@ def test_make_probe_runs_the_whole_path(tiny_r1: Path, tmp_path: Path) -> None:
     )
     assert code == 0, out
     assert (tmp_path / "probe" / "probe.onnx").is_file() and "per-answer α=0.01" in out and "test split:" in out
-    assert ProbeCard.load(tmp_path / "probe").metrics["resplit_evaluation"]["resplits"] == 200
+    assert ProbeCard.load(tmp_path / "probe").metrics["promise_check"]["draws"] == 2000
 
 
 def test_committed_cards_name_no_machine_paths(made_probe: dict[str, Path]) -> None:
@@ -284,3 +294,45 @@ def test_auto_picks_the_probe_that_cross_validates_better(tmp_path: Path) -> Non
     assert set(cv) == {"mlp 256/64", "linear C=0.003", "linear C=0.01", "linear C=0.03"}
     assert probe.kind == "linear" and cv[probe.label] == max(v for v in cv.values() if v is not None)
     assert export(probe, tmp_path / "probe.onnx", features[:50]) < 1e-5
+
+
+def test_the_card_is_rederived_bit_for_bit_from_its_events(made_probe: dict[str, Path], tmp_path: Path) -> None:
+    """events.json beside the card holds every held-out score, label and token count: calibrate
+    without the collection writes the same card."""
+    copy = tmp_path / "probe"
+    copy.mkdir()
+    for name in ("events.json", "training.json", "probe.onnx"):
+        (copy / name).write_bytes((made_probe["probe"] / name).read_bytes())
+    code, out = tools("calibrate", "-p", copy, "--draws", 50)
+    assert code == 0, out
+    assert (copy / "card.json").read_text() == (made_probe["probe"] / "card.json").read_text()
+
+
+def test_guarantee_only_inside_the_calibrated_conditions(made_probe: dict[str, Path], tiny_r1: Path) -> None:
+    """The card was calibrated at T 0.6 / top-p 0.95 with conclude exits: a request there carries
+    the guarantee; another temperature or exit style gets an estimate that names the difference."""
+    engine = Engine(tiny_r1, probe=made_probe["probe"], alpha=0.3, mode="per-cue", n_ctx=512)
+    question = "Tom has 3 apples and finds 1 more. How many?"
+
+    def result(**options: object):  # noqa: ANN202
+        return Reply.of(engine.generate(question, max_tokens=48, seed=1, **options)).result
+
+    try:
+        inside = result()
+        warmer = result(temperature=0.9)
+        boxed = result(exit_style="boxed")
+        own_system = Reply.of(
+            engine.generate(
+                [{"role": "system", "content": "Be brief."}, {"role": "user", "content": question}],
+                max_tokens=48,
+                seed=1,
+            )
+        ).result
+    finally:
+        engine.close()
+    assert inside.guarantee and inside.estimate_because == ()
+    assert not warmer.guarantee and warmer.estimate_because == ("temperature 0.9 (calibrated at 0.6)",)
+    assert not boxed.guarantee and boxed.estimate_because == ("exit style boxed (calibrated with conclude)",)
+    assert not own_system.guarantee and "system prompt" in own_system.estimate_because[0]
+    assert "α is an estimate here, not a guarantee: temperature 0.9" in stats_line(warmer)
+    assert warmer.to_dict()["estimate_because"] == ["temperature 0.9 (calibrated at 0.6)"]

@@ -1,0 +1,76 @@
+"""The conditions a calibration holds in, and how a request departs from them (pure Python).
+
+A conformal or Learn-then-Test promise is about events exchangeable with the calibration
+events: traces of the same model file, sampled the same way, prompted the same way, cut by
+the same exit. The probe toolkit records those conditions when it collects traces; the card
+carries them; the engine compares every request with them and reports the promise as a
+guarantee only when nothing differs (otherwise the threshold is an estimate, and the reports
+name what differs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+GREEDY_BELOW = 1e-6  # a temperature this low decodes greedily in llama.cpp's sampler chain
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """How the calibration traces were made. ``temperature`` of 0 means greedy decoding (and
+    then ``top_p`` does not matter)."""
+
+    temperature: float
+    top_p: float
+    exit_style: str
+    exit_text: str
+    system_prompt: str | None
+    user_suffix: str = ""
+    top_k: int = 100
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Conditions:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < GREEDY_BELOW
+
+    def describe(self) -> str:
+        """The conditions in a few words, for cards and notices."""
+        sampling = "greedy" if self.greedy else f"temperature {self.temperature:g}, top-p {self.top_p:g}"
+        return f"{sampling}, {self.exit_style} exit"
+
+
+@dataclass(frozen=True)
+class RequestConditions:
+    """What one request runs with, in the terms of ``Conditions``."""
+
+    temperature: float
+    top_p: float
+    exit_style: str
+    system_prompt: str | None
+    top_k: int = 100
+    extra_sampling: tuple[str, ...] = ()  # sampler knobs the calibration did not use (penalties, bias, top-k)
+
+
+def departures(calibrated: Conditions, request: RequestConditions) -> list[str]:
+    """Each way ``request`` leaves ``calibrated``, in words (empty: the promise applies)."""
+    found = []
+    greedy = request.temperature < GREEDY_BELOW
+    if greedy != calibrated.greedy or (not greedy and abs(request.temperature - calibrated.temperature) > 1e-6):
+        found.append(f"temperature {request.temperature:g} (calibrated at {calibrated.temperature:g})")
+    elif not greedy and abs(request.top_p - calibrated.top_p) > 1e-6:
+        found.append(f"top-p {request.top_p:g} (calibrated at {calibrated.top_p:g})")
+    elif not greedy and request.top_k != calibrated.top_k:
+        found.append(f"top-k {request.top_k} (calibrated at {calibrated.top_k})")
+    if request.exit_style != calibrated.exit_style:
+        found.append(f"exit style {request.exit_style} (calibrated with {calibrated.exit_style})")
+    if request.system_prompt != calibrated.system_prompt:
+        found.append("another system prompt than the calibration's")
+    found.extend(f"{knob} (not used in calibration)" for knob in request.extra_sampling)
+    return found
