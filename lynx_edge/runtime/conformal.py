@@ -143,27 +143,12 @@ def hoeffding_bentkus_p_value(losses: int, n: int, alpha: float) -> float:
 P_VALUES = {"binomial": binomial_p_value, "hb": hoeffding_bentkus_p_value}
 
 
-def first_exit_losses(traces: list[tuple[np.ndarray, np.ndarray, bool]], thresholds: np.ndarray) -> np.ndarray:
-    """0/1 loss per (trace, threshold): the first cue with p ≥ λ gives a wrong forced answer
-    while the full trace's answer is right. A trace is (probs, forced_correct, full_correct)
-    with its cues in order."""
-    losses = np.zeros((len(traces), len(thresholds)), dtype=np.int8)
-    for row, (probs, forced_ok, full_ok) in enumerate(traces):
-        if not full_ok or len(probs) == 0:
-            continue
-        probs = np.asarray(probs, dtype=np.float64)
-        passing = probs[None, :] >= thresholds[:, None]  # [λ, cue]
-        first = np.where(passing.any(axis=1), passing.argmax(axis=1), -1)
-        losses[row] = (first >= 0) & ~np.asarray(forced_ok, dtype=bool)[np.maximum(first, 0)]
-    return losses
-
-
 def loss_intervals(traces: list[tuple[np.ndarray, np.ndarray, bool]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where each trace's first-exit loss is 1, as half-open threshold intervals (lo, hi]:
     the first cue with p ≥ λ is the first whose running maximum reaches λ, so λ in
     (max of the earlier cues, this cue's p] exits at this cue. Returns (trace index, lo, hi)
-    of every interval whose exit is premature; ``first_exit_losses`` summed over traces is
-    the number of intervals holding λ."""
+    of every interval whose exit is premature: the number of traces whose first exit at λ is
+    premature is the number of intervals holding λ."""
     rows, los, his = [], [], []
     for row, (probs, forced_ok, full_ok) in enumerate(traces):
         if not full_ok or len(probs) == 0:
@@ -180,8 +165,9 @@ def loss_intervals(traces: list[tuple[np.ndarray, np.ndarray, bool]]) -> tuple[n
 def premature_counts(
     intervals: tuple[np.ndarray, np.ndarray, np.ndarray], thresholds: np.ndarray, weights: np.ndarray | None = None
 ) -> np.ndarray:
-    """Per threshold, the (weighted) number of traces whose first exit is premature, from
-    ``loss_intervals`` — the sums of ``first_exit_losses`` in O((n + m) log m)."""
+    """Per threshold, the (weighted) number of traces whose first exit is premature (the first
+    cue with p ≥ λ gives a wrong answer while the full trace's answer is right), from
+    ``loss_intervals`` in O((n + m) log m)."""
     rows, lo, hi = intervals
     w = np.ones(len(rows)) if weights is None else np.asarray(weights, np.float64)[rows]
     order = np.argsort(thresholds)

@@ -10,9 +10,10 @@ from scipy.stats import binom
 
 from lynx_edge.runtime.conformal import (
     binomial_cdf,
-    first_exit_losses,
     hoeffding_bentkus_p_value,
+    loss_intervals,
     ltt_threshold,
+    premature_counts,
 )
 
 
@@ -64,11 +65,15 @@ def test_ltt_matches_brute_force(seed: int, alpha: float) -> None:
     assert ltt_threshold(traces, alpha, confidence=0.9) == brute_ltt(traces, alpha, 0.9)
 
 
-def test_losses_match_brute_force() -> None:
-    traces = random_traces(np.random.default_rng(7), 50)
-    grid = np.array([1.0, 0.8, 0.5, 0.2, 0.0])
-    expected = [[brute_loss(t, lam) for lam in grid] for t in traces]
-    assert first_exit_losses(traces, grid).tolist() == expected
+@pytest.mark.parametrize("seed", range(4))
+def test_premature_counts_match_brute_force(seed: int) -> None:
+    traces = random_traces(np.random.default_rng(seed), 80)
+    grid = np.array([1.0, 0.8, 0.5, 0.37, 0.2, 0.0, *np.unique(np.concatenate([t[0] for t in traces]))])
+    expected = [sum(brute_loss(t, lam) for t in traces) for lam in grid]
+    assert premature_counts(loss_intervals(traces), grid).tolist() == expected
+    weights = np.arange(len(traces)) % 3
+    weighted = [sum(w * brute_loss(t, lam) for t, w in zip(traces, weights)) for lam in grid]
+    assert premature_counts(loss_intervals(traces), grid, weights).tolist() == weighted
 
 
 def test_too_few_traces_never_exit() -> None:

@@ -31,6 +31,9 @@ from lynx_edge.tasks.grading import extract_answer, grade, last_boxed
         ("\\boxed{A}", "C", "choice", False),
         ("\\boxed{Yes}", "yes", "text", True),
         ("no number at all", "3", "number", False),
+        ("\\boxed{100001}", "100000", "number", False),  # integers compare exactly, at any size
+        ("\\boxed{123456789}", "123456788", "number", False),
+        ("\\boxed{0.33333}", "\\frac{1}{3}", "math", True),  # non-integers keep a relative tolerance
     ],
 )
 def test_grade(response: str, gold: str, kind: str, correct: bool) -> None:

@@ -74,3 +74,24 @@ def test_unusable_file_is_one_clear_error(tmp_path: Path) -> None:
 def test_many_files_keep_ids_unique() -> None:
     problems, notes = load_many([DATA / "svamp/test.jsonl", DATA / "samples/mawps.first20.jsonl"])
     assert len(problems) == 1020 and len({p.id for p in problems}) == 1020 and notes == []
+
+
+def test_colliding_ids_across_files_are_namespaced_not_dropped() -> None:
+    """synthetic train and test both number their records from 0: every problem is kept."""
+    problems, notes = load_many([DATA / "synthetic/train.jsonl", DATA / "synthetic/test.jsonl"])
+    assert len(problems) == 5000 and len({p.id for p in problems}) == 5000
+    assert len(notes) == 1 and "1000 problem id(s) also used in synthetic/train.jsonl" in notes[0]
+    assert notes[0].endswith("kept as synthetic/test.jsonl#ID")
+    assert any(p.id == "synthetic/test.jsonl#gsm8k-0" for p in problems)
+
+
+def test_duplicate_ids_within_a_file_and_a_file_named_twice_are_errors(tmp_path: Path) -> None:
+    twice = tmp_path / "twice.jsonl"
+    record = '{"input": "1 + 1?", "target": 2, "id": 7}\n'
+    twice.write_text(record * 2)
+    with pytest.raises(DataError, match="holds problem id mawps-7 twice"):
+        load_many([twice])
+    once = tmp_path / "once.jsonl"
+    once.write_text(record)
+    with pytest.raises(DataError, match="named twice"):
+        load_many([once, once])
