@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from adapter_speed import prompt  # the reasoner's prompt, as bench/adapter_speed.py times it
+
 from lynx_edge.runtime.adapters import adapter_path, sha256_of, write_merged
 from lynx_edge.runtime.llama_backend import plain_llama
 from lynx_edge.runtime.model_files import packaged_file
@@ -28,15 +30,7 @@ from lynx_edge.tasks.grading import grade
 from lynx_edge.tasks.problems import load_problems
 
 PRESET = PRESETS["smollm2-135m-reasoner"]
-SYSTEM = PRESET.scaffold[0]["content"]
 CANDIDATES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")
-
-
-def prompt(question: str) -> str:
-    return (
-        f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
-        "<|im_start|>assistant\n<think>\n"
-    )
 
 
 def main() -> None:
