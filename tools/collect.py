@@ -76,15 +76,11 @@ class Collector:
             temperature=self.options.temperature,
             top_p=self.options.top_p,
             exit_style=self.exit_style,
-            exit_text=e.exit_text if self.exit_style == "boxed" else e.conclude_text(""),
+            exit_text=e.exit_text_for(self.exit_style, ""),
             system_prompt=e.system_prompt,
             user_suffix=self.user_suffix,
             top_k=self.options.top_k,
         ).to_json()
-
-    def exit_text(self, thinking: str) -> str:
-        """What the runtime writes when it exits after ``thinking`` in this collection's style."""
-        return self.engine.exit_text if self.exit_style == "boxed" else self.engine.conclude_text(thinking)
 
     def manifest(self, data: Sequence[str], fractions: tuple[float, float]) -> dict[str, Any]:
         e = self.engine
@@ -133,7 +129,11 @@ class Collector:
             b.branch(slot.main, slot.branch, n_prompt + cue.cut)
             thinking = b"".join(b.piece(t) for t in trace[: cue.cut]).decode("utf-8", errors="replace")
             forced = yield from forced_answer(
-                b, slot.branch, self.exit_text(thinking), e.think_close, max_tokens=FORCED_ANSWER_TOKENS
+                b,
+                slot.branch,
+                e.exit_text_for(self.exit_style, thinking),
+                e.think_close,
+                max_tokens=FORCED_ANSWER_TOKENS,
             )
             b.clear(slot.branch)
             g = grade(forced.text, problem.gold, problem.kind)

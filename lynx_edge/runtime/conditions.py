@@ -40,11 +40,6 @@ class Conditions:
     def greedy(self) -> bool:
         return self.temperature < GREEDY_BELOW
 
-    def describe(self) -> str:
-        """The conditions in a few words, for cards and notices."""
-        sampling = "greedy" if self.greedy else f"temperature {self.temperature:g}, top-p {self.top_p:g}"
-        return f"{sampling}, {self.exit_style} exit"
-
 
 @dataclass(frozen=True)
 class RequestConditions:
@@ -55,7 +50,7 @@ class RequestConditions:
     exit_style: str
     system_prompt: str | None
     top_k: int = 100
-    extra_sampling: tuple[str, ...] = ()  # sampler knobs the calibration did not use (penalties, bias, top-k)
+    extra_sampling: tuple[str, ...] = ()  # sampler knobs the calibration did not use (penalties, logit bias)
 
 
 def departures(calibrated: Conditions, request: RequestConditions) -> list[str]:

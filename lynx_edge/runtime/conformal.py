@@ -162,20 +162,17 @@ def loss_intervals(traces: list[tuple[np.ndarray, np.ndarray, bool]]) -> tuple[n
     return np.array(rows, np.int64), np.array(los, np.float64), np.array(his, np.float64)
 
 
-def premature_counts(
-    intervals: tuple[np.ndarray, np.ndarray, np.ndarray], thresholds: np.ndarray, weights: np.ndarray | None = None
-) -> np.ndarray:
-    """Per threshold, the (weighted) number of traces whose first exit is premature (the first
-    cue with p ≥ λ gives a wrong answer while the full trace's answer is right), from
+def premature_counts(intervals: tuple[np.ndarray, np.ndarray, np.ndarray], thresholds: np.ndarray) -> np.ndarray:
+    """Per threshold, the number of traces whose first exit is premature (the first cue with
+    p ≥ λ gives a wrong answer while the full trace's answer is right), from
     ``loss_intervals`` in O((n + m) log m)."""
-    rows, lo, hi = intervals
-    w = np.ones(len(rows)) if weights is None else np.asarray(weights, np.float64)[rows]
+    _, lo, hi = intervals
     order = np.argsort(thresholds)
     sorted_t = np.asarray(thresholds, np.float64)[order]
-    diff = np.zeros(len(sorted_t) + 1)
-    np.add.at(diff, np.searchsorted(sorted_t, lo, side="right"), w)  # first λ > lo
-    np.add.at(diff, np.searchsorted(sorted_t, hi, side="right"), -w)  # first λ > hi
-    counts = np.empty(len(sorted_t))
+    diff = np.zeros(len(sorted_t) + 1, np.int64)
+    np.add.at(diff, np.searchsorted(sorted_t, lo, side="right"), 1)  # first λ > lo
+    np.add.at(diff, np.searchsorted(sorted_t, hi, side="right"), -1)  # first λ > hi
+    counts = np.empty(len(sorted_t), np.int64)
     counts[order] = np.cumsum(diff)[:-1]
     return counts
 
@@ -204,17 +201,15 @@ def ltt_thresholds(
     *,
     confidence: float = 0.9,
     p_value: str = "binomial",
-    weights: np.ndarray | None = None,
 ) -> dict[float, float | None]:
     """``ltt_threshold`` for several α at once over ``candidates`` (the calibration scores),
-    from the calibration traces' ``loss_intervals``; ``weights`` counts each trace (a draw
-    with repeats), n is their sum."""
+    from the n calibration traces' ``loss_intervals``."""
     chosen: dict[float, float | None] = {alpha: None for alpha in alphas}
     if n == 0 or len(candidates) == 0:
         return chosen
     test = P_VALUES[p_value]
     descending = np.unique(candidates)[::-1]  # most conservative first
-    losses = np.rint(premature_counts(intervals, descending, weights)).astype(int)
+    losses = premature_counts(intervals, descending)
     for alpha in alphas:
         most = -1  # the largest loss count certified (p-values grow with the count)
         while most < n and test(most + 1, n, alpha) <= 1.0 - confidence:

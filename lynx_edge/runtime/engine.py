@@ -26,7 +26,7 @@ from lynx_edge.runtime.generation import FeatureSink, Generation, Plan, Policy
 from lynx_edge.runtime.llama_backend import LlamaBackend, SamplingSettings
 from lynx_edge.runtime.model_files import default_probe, resolve_model
 from lynx_edge.runtime.onnx_probe import OnnxProbe
-from lynx_edge.runtime.options import GenerationOptions, Mode, check_alpha
+from lynx_edge.runtime.options import ExitStyle, GenerationOptions, Mode, check_alpha
 from lynx_edge.runtime.policy import ExitRule, calibrated_levels, card_rules, select_rule
 from lynx_edge.runtime.presets import ModelPreset
 from lynx_edge.runtime.probe_card import ProbeCard
@@ -257,6 +257,10 @@ class Engine:
             if own:
                 return "\n".join(own)
         return self.system_prompt
+
+    def exit_text_for(self, style: ExitStyle, thinking: str) -> str:
+        """What the runtime writes when it closes ``thinking`` early in ``style``."""
+        return self.exit_text if style == "boxed" else self.conclude_text(thinking)
 
     def conclude_text(self, thinking: str) -> str:
         """What closes ``thinking`` so the model answers next, in the model's own layout (a

@@ -59,6 +59,8 @@ class Host(Protocol):
 
     def conclude_text(self, thinking: str) -> str: ...
 
+    def exit_text_for(self, style: ExitStyle, thinking: str) -> str: ...
+
 
 @dataclass(frozen=True)
 class CueFeatures:
@@ -288,7 +290,7 @@ class Generation:
     def _close(self, *, boxed: bool) -> Step:
         """Write the exit text (boxed) or the close tag (conclude) after an exit."""
         self.exit_token = len(self.ledger)
-        out = yield from self._write(self.e.exit_text if boxed else self.e.conclude_text(self.ledger.text))
+        out = yield from self._write(self.e.exit_text_for("boxed" if boxed else "conclude", self.ledger.text))
         if boxed:
             self.sampler = self.b.sampler(self.plan.sampling.greedy)
             self.boxed = BoxedAnswer(
