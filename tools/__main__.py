@@ -37,6 +37,25 @@ def shard_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     return index - 1, count
 
 
+class TemperatureRange(click.ParamType):
+    """A temperature (``0.6``) or a range of them (``0.6:0.8``)."""
+
+    name = "T|LOW:HIGH"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+        if isinstance(value, (float, tuple)):
+            return value
+        try:
+            parts = [float(v) for v in str(value).split(":")]
+        except ValueError:
+            parts = []
+        if len(parts) == 1 and parts[0] >= 0:
+            return parts[0]
+        if len(parts) == 2 and 0 < parts[0] < parts[1]:
+            return (parts[0], parts[1])
+        self.fail(f"{value!r} is neither a temperature nor a range LOW:HIGH with 0 < LOW < HIGH, e.g. 0.6:0.8")
+
+
 def collect_options(func):  # noqa: ANN001, ANN201
     """Options shared by ``collect`` and ``make-probe``."""
     for option in reversed(
@@ -47,7 +66,10 @@ def collect_options(func):  # noqa: ANN001, ANN201
             ),
             click.option("--limit", type=int, help="Use this many problems (a seeded mix of all files)."),
             click.option(
-                "--temperature", type=float, help="Sampling temperature (default: the preset's, as the runtime runs)."
+                "--temperature",
+                type=TemperatureRange(),
+                help="Sampling temperature, or a range LOW:HIGH that each trace draws from "
+                "(default: the preset's, as the runtime runs).",
             ),
             click.option("--top-p", type=float, help="Nucleus sampling (default: the preset's)."),
             click.option(
@@ -201,7 +223,7 @@ def _train(collection: Path, out: Path, *, kind: str, seed: int, max_iter: int) 
 
 
 @main.command()
-@click.argument("collection", type=click.Path(path_type=Path), required=False)
+@click.argument("collections", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--probe",
     "-p",
@@ -241,12 +263,14 @@ def _train(collection: Path, out: Path, *, kind: str, seed: int, max_iter: int) 
 @click.option("--default-alpha", type=float, help="The level run/chat/serve use when none is asked for.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @exits_on_user_error
-def calibrate(collection, probe_dir, score, draws, p_value, per_cue, default_alpha, seed) -> None:  # noqa: ANN001
+def calibrate(collections, probe_dir, score, draws, p_value, per_cue, default_alpha, seed) -> None:  # noqa: ANN001
     """Calibrate thresholds per δ and α and write the probe card (with test-split metrics).
 
-    Without COLLECTION the card is re-derived from the probe directory's events.json."""
+    Each COLLECTION is one condition set of the card (e.g. one greedy, one sampled at
+    T 0.6:0.8), calibrated apart; the first is the card's main one. Without COLLECTIONS the
+    card is re-derived from the probe directory's events.json."""
     _calibrate(
-        collection,
+        list(collections),
         probe_dir,
         score=score,
         draws=draws,
@@ -257,10 +281,10 @@ def calibrate(collection, probe_dir, score, draws, p_value, per_cue, default_alp
     )
 
 
-def _calibrate(collection: Path | None, probe_dir: Path, **kwargs) -> None:  # noqa: ANN003
+def _calibrate(collections: list[Path], probe_dir: Path, **kwargs) -> None:  # noqa: ANN003
     from tools.calibrate import report_card, run_calibrate
 
-    card = run_calibrate(collection, probe_dir, **kwargs)
+    card = run_calibrate(collections, probe_dir, **kwargs)
     click.echo(report_card(card))
 
 
@@ -287,7 +311,7 @@ def make_probe(out, work, seed, **kwargs) -> None:  # noqa: ANN001
     work = work or Path("runs") / out.name
     _collect(work, seed=seed, **kwargs)
     _train(work, out, kind="auto", seed=seed, max_iter=200)
-    _calibrate(work, out, score="probe", draws=2000, p_value="binomial", per_cue="pac", seed=seed)
+    _calibrate([work], out, score="probe", draws=2000, p_value="binomial", per_cue="pac", seed=seed)
     click.echo(describe_card(ProbeCard.load(out)))
 
 

@@ -36,6 +36,7 @@ from lynx_edge.runtime.conformal import (
     premature_counts,
     trace_level_quantiles,
 )
+from lynx_edge.runtime.conditions import Conditions
 from lynx_edge.runtime.onnx_probe import OnnxProbe
 from lynx_edge.runtime.policy import ExitRule, card_rules
 from lynx_edge.runtime.probe_card import CARD_NAME, ProbeCard
@@ -47,7 +48,7 @@ ALPHAS = (0.01, 0.02, 0.03, 0.05, 0.10, 0.20)
 CONFIDENCE = 0.9
 PER_CUE = ("pac", "marginal")
 EVENTS_NAME = "events.json"
-EVENTS_FORMAT = "lynx-edge-events/1"
+EVENTS_FORMAT = "lynx-edge-events/2"
 _CARD_KEYS = ("model", "layers", "final_norm", "cues", "exit_text", "think_open", "think_close", "scaffold")
 
 
@@ -297,29 +298,46 @@ def _check_probe(probe_dir: Path, manifest: dict[str, Any]) -> None:
             )
 
 
-def write_events(collection: Path, probe_dir: Path, *, score: str = "probe") -> Path:
-    """Score the collection's held-out traces and write them, with what the card needs of the
-    collection's manifest, to ``probe_dir/events.json`` (a few MB: no features)."""
-    store = Collection(collection)
+def write_events(collections: Sequence[Path], probe_dir: Path, *, score: str = "probe") -> Path:
+    """Score each collection's held-out traces and write them, with what the card needs of
+    the collections' manifests, to ``probe_dir/events.json`` (a few MB: no features). Each
+    collection is one condition set of the card; the first is the card's main one."""
+    if not collections:
+        raise ProbeError("name at least one collection to calibrate on")
+    sets = [_event_set(Collection(c), probe_dir, score) for c in collections]
+    first = sets[0]["manifest"]
+    for path, other in zip(collections[1:], sets[1:]):
+        differ = [k for k in _CARD_KEYS if k != "scaffold" and other["manifest"].get(k) != first.get(k)]
+        if differ:
+            raise ProbeError(
+                f"{path} was collected with other {', '.join(differ)} than {collections[0]}: "
+                "one card calibrates one probe on one model; collect both with the same model and cues"
+            )
+    seen = [json.dumps(s["manifest"].get("conditions"), sort_keys=True) for s in sets]
+    if len(set(seen)) < len(seen):
+        raise ProbeError("two collections were made in the same conditions: pass each condition set once")
+    probe_dir.mkdir(parents=True, exist_ok=True)
+    path = probe_dir / EVENTS_NAME
+    events = {"format": EVENTS_FORMAT, "score": score, "sets": sets}
+    path.write_text(json.dumps(events, separators=(",", ":")) + "\n")
+    return path
+
+
+def _event_set(store: Collection, probe_dir: Path, score: str) -> dict[str, Any]:
+    """One collection's held-out traces with their scores, and its manifest's card keys."""
     manifest = store.manifest()
     probe = None
     if score == "probe":
         _check_probe(probe_dir, manifest)
         probe = OnnxProbe(probe_dir / "probe.onnx", store.feature_dim)
     by_split = store.traces_by_split()
-    events = {
-        "format": EVENTS_FORMAT,
-        "score": score,
+    return {
         "manifest": {k: manifest.get(k) for k in (*_CARD_KEYS, "conditions", "settings", "data")},
         "traces": {s: len(v) for s, v in by_split.items()},
         "events": {s: sum(len(t["cues"]) for t in v) for s, v in by_split.items()},
         "traces_without_cues": sum(1 for v in by_split.values() for t in v if not t["cues"]),
         "held_out": [t.to_json() for split in ("cal", "test") for t in held_out_traces(store, split, probe)],
     }
-    probe_dir.mkdir(parents=True, exist_ok=True)
-    path = probe_dir / EVENTS_NAME
-    path.write_text(json.dumps(events, separators=(",", ":")) + "\n")
-    return path
 
 
 def read_events(path: Path) -> dict[str, Any]:
@@ -346,32 +364,13 @@ def card_from_events(
     """Write ``probe_dir/card.json`` from ``probe_dir/events.json`` (and ``training.json``
     when there is one): the same events always give the same card."""
     data = read_events(probe_dir / EVENTS_NAME)
-    manifest = data["manifest"]
-    held_out = [Trace.from_json(t) for t in data["held_out"]]
-    cal = [t for t in held_out if t.split == "cal"]
-    test = [t for t in held_out if t.split == "test"]
-    calibration = calibrate(cal, p_value=p_value, per_cue=per_cue, seed=seed)
-    test_probs, test_labels = _events(test)
     probe = data["score"] == "probe"
-    metrics: dict[str, Any] = {
-        "score": data["score"],
-        "traces": data["traces"],
-        "events": data["events"],
-        "traces_without_cues": data["traces_without_cues"],
-        "test": {
-            "accuracy_without_exits": round(float(np.mean([t.correct for t in test])), 4) if test else None,
-            **scores(test_probs, test_labels),
-            "rules": [measure(rule, test) for rule in card_rules(calibration)],
-        },
-        "settings": manifest["settings"],
-        "data": list(manifest["data"]),
-    }
-    if probe and (training := _read_training(probe_dir)):
-        metrics["training"] = training
-    if draws:
-        metrics["promise_check"] = check_promises(
-            held_out, draws=draws, cal_size=len(cal), seed=seed, p_value=p_value, per_cue=per_cue
-        )
+    training = _read_training(probe_dir) if probe else None
+    made = [
+        _calibrated_set(s, data["score"], training, draws=draws, seed=seed, p_value=p_value, per_cue=per_cue)
+        for s in data["sets"]
+    ]
+    manifest = data["sets"][0]["manifest"]
     card = ProbeCard(
         model=manifest["model"],
         layers=list(manifest["layers"]) if probe else [],
@@ -383,20 +382,54 @@ def card_from_events(
         onnx="probe.onnx" if probe else None,
         score=data["score"],
         default_alpha=default_alpha,
-        calibration=calibration,
+        calibration=made[0]["calibration"],
         scaffold=list(manifest["scaffold"]),
-        conditions=manifest.get("conditions"),
-        metrics=metrics,
+        conditions=made[0]["conditions"],
+        metrics=made[0]["metrics"],
+        condition_sets=made[1:],
     )
     card.save(probe_dir / CARD_NAME)
     return card
 
 
-def run_calibrate(collection: Path | None, probe_dir: Path, *, score: str = "probe", **kwargs: Any) -> ProbeCard:
-    """Score the collection's held-out traces into ``events.json`` (skipped when
-    ``collection`` is None: the shipped events are used) and write the card from them."""
-    if collection is not None:
-        write_events(collection, probe_dir, score=score)
+def _calibrated_set(
+    data: dict[str, Any], score: str, training: dict[str, Any] | None, *, draws: int, seed: int, **how: str
+) -> dict[str, Any]:
+    """One condition set's calibration and test metrics (with the promise check over
+    ``draws`` calibration draws when ``draws`` > 0)."""
+    manifest = data["manifest"]
+    held_out = [Trace.from_json(t) for t in data["held_out"]]
+    cal = [t for t in held_out if t.split == "cal"]
+    test = [t for t in held_out if t.split == "test"]
+    calibration = calibrate(cal, seed=seed, **how)
+    test_probs, test_labels = _events(test)
+    metrics: dict[str, Any] = {
+        "score": score,
+        "traces": data["traces"],
+        "events": data["events"],
+        "traces_without_cues": data["traces_without_cues"],
+        "test": {
+            "accuracy_without_exits": round(float(np.mean([t.correct for t in test])), 4) if test else None,
+            **scores(test_probs, test_labels),
+            "rules": [measure(rule, test) for rule in card_rules(calibration)],
+        },
+        "settings": manifest["settings"],
+        "data": list(manifest["data"]),
+    }
+    if training:
+        metrics["training"] = training
+    if draws:
+        metrics["promise_check"] = check_promises(held_out, draws=draws, cal_size=len(cal), seed=seed, **how)
+    return {"conditions": manifest.get("conditions"), "calibration": calibration, "metrics": metrics}
+
+
+def run_calibrate(
+    collections: Sequence[Path], probe_dir: Path, *, score: str = "probe", **kwargs: Any
+) -> ProbeCard:
+    """Score the collections' held-out traces into ``events.json`` (skipped when none are
+    named: the shipped events are used) and write the card from them."""
+    if collections:
+        write_events(collections, probe_dir, score=score)
     return card_from_events(probe_dir, **kwargs)
 
 
@@ -409,8 +442,26 @@ def _read_training(probe_dir: Path) -> dict[str, Any] | None:
 
 
 def report_card(card: ProbeCard) -> str:
-    """The card's calibration and test metrics as a few readable lines (what calibrate prints)."""
-    m = card.metrics
+    """The card's calibration and test metrics as a few readable lines (what calibrate prints),
+    one block per condition set."""
+    sets = [{"conditions": card.conditions, "calibration": card.calibration, "metrics": card.metrics}]
+    lines: list[str] = []
+    for one in [*sets, *card.condition_sets]:
+        if len(card.calibrations) > 1:
+            lines.append(f"conditions: {_conditions_words(one['conditions'])}")
+        lines.extend(_report_set(one["calibration"], one["metrics"]))
+    return "\n".join(lines)
+
+
+def _conditions_words(conditions: dict[str, Any] | None) -> str:
+    if conditions is None:
+        return "not recorded"
+    c = Conditions.from_json(conditions)
+    sampling = "greedy" if c.greedy else f"temperature {c.temperatures}, top-p {c.top_p:g}"
+    return f"{sampling}, {c.exit_style} exit"
+
+
+def _report_set(calibration: dict[str, Any], m: dict[str, Any]) -> list[str]:
     lines = [
         f"score {m['score']}: traces {m['traces']}, cue events {m['events']}, "
         f"traces without cues {m['traces_without_cues']}"
@@ -423,10 +474,10 @@ def report_card(card: ProbeCard) -> str:
             f"premature/answer {r['per_answer_premature_exit_rate']}  exits {r['exit_rate']}  "
             f"saved {r['tokens_saved']:.1%}  accuracy {r['accuracy_with_exits']}"
         )
-    for e in card.calibration["per_cue"]:
+    for e in calibration["per_cue"]:
         if e["q_neg"] is None:
             lines.append(f"  δ={e['delta']}: never exits at this δ (too few traces with a wrong-exit cue)")
-    for e in card.calibration["per_answer"]:
+    for e in calibration["per_answer"]:
         if e["threshold"] is None:
             lines.append(f"  α={e['alpha']}: never exits at this α (too few calibration traces to certify it)")
     if ev := m.get("promise_check"):
@@ -440,4 +491,4 @@ def report_card(card: ProbeCard) -> str:
                 f"  {key:18s} {r['violation_frequency']:.1%} (95 % interval {low:.1%}–{high:.1%}; "
                 f"mean rate {r['mean_rate']})"
             )
-    return "\n".join(lines)
+    return lines

@@ -62,9 +62,11 @@ class Collector:
         seed: int,
         exit_style: ExitStyle = "conclude",
         user_suffix: str = "",
+        temperature_max: float | None = None,
     ) -> None:
         self.engine = engine
         self.options = GenerationOptions(exit="none", temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+        self.temperature_max = temperature_max
         self.seed = seed
         self.exit_style = exit_style
         self.user_suffix = user_suffix
@@ -80,6 +82,7 @@ class Collector:
             system_prompt=e.system_prompt,
             user_suffix=self.user_suffix,
             top_k=self.options.top_k,
+            temperature_max=self.temperature_max,
         ).to_json()
 
     def manifest(self, data: Sequence[str], fractions: tuple[float, float]) -> dict[str, Any]:
@@ -97,6 +100,7 @@ class Collector:
             "conditions": self.conditions(),
             "settings": {
                 "temperature": self.options.temperature,
+                **({"temperature_max": self.temperature_max} if self.temperature_max is not None else {}),
                 "top_p": self.options.top_p,
                 "max_tokens": self.options.max_tokens,
                 "forced_answer_tokens": FORCED_ANSWER_TOKENS,
@@ -108,7 +112,13 @@ class Collector:
 
     def plan(self, problem: Problem):  # noqa: ANN201 - a runtime Plan
         message = f"{problem.question}{self.user_suffix}"
-        return self.engine.plan(message, self.options.but(seed=trace_seed(self.seed, problem.id)))
+        seed = trace_seed(self.seed, problem.id)
+        options = self.options.but(seed=seed)
+        if self.temperature_max is not None:  # a range: each trace draws its own, seeded by the problem
+            low = self.options.temperature
+            share = trace_seed(self.seed, f"temperature/{problem.id}") / 0x7FFFFFFF
+            options = options.but(temperature=low + (self.temperature_max - low) * share)
+        return self.engine.plan(message, options)
 
     def label(self, problem: Problem, split: str, slot: Slot) -> Step:
         """One problem on ``slot``: its trace, then the runtime's exit at each cue on the
@@ -190,7 +200,7 @@ def run_collect(
     data: Sequence[str],
     out: Path,
     limit: int | None,
-    temperature: float | None,
+    temperature: float | tuple[float, float] | None,
     top_p: float | None,
     max_tokens: int | None,
     seed: int,
@@ -212,9 +222,11 @@ def run_collect(
     problems = problems[index::count]
     parallel = parallel or default_parallel()
     engine = Engine(model, probe=None, n_threads=threads, parallel=parallel)
+    low, high = temperature if isinstance(temperature, tuple) else (temperature, None)
     collector = Collector(
         engine,
-        temperature=engine.preset.temperature if temperature is None else temperature,
+        temperature=engine.preset.temperature if low is None else low,
+        temperature_max=high,
         top_p=engine.preset.top_p if top_p is None else top_p,
         max_tokens=max_tokens or engine.preset.max_tokens,
         seed=seed,

@@ -2,18 +2,22 @@
 
 Phase 1 generates each problem's full trace once (seeded) with the runtime's own loop, exits
 off and a feature sink, and scores every cue's features with the probe — the scores the
-runtime would have computed. Phase 2 puts the trace back in the KV cache and generates the
-forced answer at each cue the methods need (``TraceReplayer``: the model's exit text, then a
-greedy answer; each timed alone) — LYNX's exits, the training-free trials and the oracle all
-use it — plus the budget cuts. Both phases append one line per problem, so a stopped run
+runtime would have computed. Phase 2 puts the trace back in the KV cache and generates, at
+each cut the methods need, what the runtime writes there (``TraceReplayer``; each timed
+alone): the exit in the run's exit style (``conclude``, the runtime's default: the close tag,
+then the model's own greedy answer; or ``boxed``) for LYNX, the oracle and the budgets, and
+the boxed trial answer for the training-free methods' trials. Budgets cut twice: softly, at
+the last line, sentence or word boundary before the budget, and raw, at exactly the budget's
+token (llama.cpp's ``--reasoning-budget``). Both phases append one line per problem, so a stopped run
 resumes. Phase 1 depends only on the model, probe file and trace settings; phase 2 is redone
 for problems whose budgets moved (more problems were added) or whose method settings or
 calibration changed — so trial knobs, budgets or a recalibrated card are compared on the
 traces already made.
 
-Seconds per problem are measured, not counted: the trace's prefill and per-token rate up to
-the cut, plus the timed answer, plus every trial a training-free method paid for, plus probe
-calls.
+Seconds per problem are measured for full thinking and estimated for every exit: the trace's
+measured prefill and per-token rate up to the cut, plus the measured answer after the cut,
+every measured trial a training-free method paid for, and the probe calls. Token columns
+count the output (thinking kept, exit text, answer); ``decoded`` adds the trial tokens.
 
 Layout of ``--out``::
 
@@ -56,9 +60,11 @@ from lynx_edge.bench.methods import (
 from lynx_edge.errors import SettingError
 from lynx_edge.events import result_of
 from lynx_edge.runtime.engine import Engine
+from lynx_edge.runtime.boundaries import soft_cut
 from lynx_edge.runtime.forced_exit import BOXED_ANSWER_TOKENS, ForcedAnswer, TraceReplayer
 from lynx_edge.runtime.generation import CueFeatures
-from lynx_edge.runtime.options import GenerationOptions
+from lynx_edge.runtime.ledger import TokenLedger
+from lynx_edge.runtime.options import EXIT_STYLES, ExitStyle, GenerationOptions
 from lynx_edge.runtime.probe_card import model_fingerprint
 from lynx_edge.tasks.grading import grade
 from lynx_edge.tasks.problems import Problem, data_label, trace_seed
@@ -76,6 +82,7 @@ class BenchSettings:
     temperature: float | None = None
     top_p: float | None = None
     answer_tokens: int = BOXED_ANSWER_TOKENS  # cap on a forced answer after an exit, as the runtime's
+    exit_style: ExitStyle = "conclude"  # what an exit writes, as the runtime's default
     deer_lambdas: tuple[float, ...] = (0.95,)
     deer_cues: tuple[str, ...] = ()  # cues where trial methods try an answer; empty: every cue
     consistency_ks: tuple[int, ...] = (2,)
@@ -104,6 +111,8 @@ class BenchSettings:
             raise SettingError(f"budgets are fractions in (0, 1), got {list(self.budgets)}: pass e.g. --budget 0.5")
         if self.answer_tokens < 1:
             raise SettingError("the answer cap must be at least 1 token")
+        if self.exit_style not in EXIT_STYLES:
+            raise SettingError(f"exit style must be conclude or boxed, got {self.exit_style!r}")
 
 
 class BenchDir(RunDir):
@@ -136,6 +145,7 @@ class Bench:
             + [deer_key(lam) for lam in self.s.deer_lambdas]
             + [consistency_key(k) for k in self.s.consistency_ks]
             + [budget_key(f) for f in self.s.budgets]
+            + [budget_key(f, raw=True) for f in self.s.budgets]
             + [ORACLE]
         )
 
@@ -197,14 +207,20 @@ class Bench:
         """Every method's outcome on one recorded trace."""
         e = self.engine
         prompt = e.backend.prompt_tokens(e.render_prompt(problem.prompt))
-        answers = _Answers(
-            TraceReplayer(e.backend, prompt, trace["trace"], e.think_close), e.exit_text, self.s.answer_tokens
-        )
+        replayer = TraceReplayer(e.backend, prompt, trace["trace"], e.think_close)
+        pieces = token_texts(e.backend.piece, trace["trace"], e.think_close)
+        answers = _Answers(replayer, self._exit_text(pieces), e.exit_text, self._answer_cap)
         cues = [CueRecord(**c) for c in trace["cues"]]
-        budgets = {
-            budget_key(f): budget_cut(trace["thinking_tokens"], budget_tokens(median, f)) for f in self.s.budgets
-        }
-        answers.prepare([c.cut for c in cues] + [cut for cut in budgets.values() if cut is not None])
+        budgets = {}
+        for f in self.s.budgets:
+            cut = budget_cut(trace["thinking_tokens"], budget_tokens(median, f))
+            budgets[budget_key(f)] = soft_cut(pieces, cut) if cut is not None else None
+            budgets[budget_key(f, raw=True)] = cut
+        tried = self._tried(cues)
+        answers.prepare(
+            [c.cut for c in cues] + [cut for cut in budgets.values() if cut is not None],
+            [cues[j].cut for j in tried],
+        )
         graded = [self._graded(problem, answers.get(c.cut)[0]) for c in cues]
         methods = {FULL: self._outcome(trace, answers, None, None)}
         for rule in self.rules:
@@ -215,8 +231,7 @@ class Bench:
             scored = len(cues) if i is None else i + 1
             outcome["seconds"] = round(outcome["seconds"] + scored * trace["probe_seconds_per_cue"], 4)
             methods[lynx_key(rule)] = outcome
-        tried = self._tried(cues)
-        trials = [answers.get(cues[j].cut) for j in tried]
+        trials = [answers.trial(cues[j].cut) for j in tried]
         for lam in self.s.deer_lambdas:
             methods[deer_key(lam)] = self._trial_outcome(
                 trace, answers, cues, graded, tried, trials, deer_exit([t.mean_prob for t, _ in trials], lam)
@@ -241,6 +256,18 @@ class Bench:
             "stamp": self.stamp,
             "methods": methods,
         }
+
+    def _answer_cap(self, cut: int, text: str) -> tuple[int, bool]:
+        """(token cap, stop once boxed) for the answer after ``text`` at ``cut``: a boxed exit
+        or trial stops at its closing brace within ``answer_tokens``, as the runtime's; a
+        conclude exit writes on until the model ends or the trace's token cap is reached."""
+        if text == self.engine.exit_text:
+            return self.s.answer_tokens, True
+        return max(1, self.max_tokens - cut - len(self.engine.backend.tokenize(text))), False
+
+    def _exit_text(self, pieces: Sequence[str]) -> Callable[[int], str]:
+        """What the runtime writes when it exits at a cut of this trace, in the run's style."""
+        return lambda cut: self.engine.exit_text_for(self.s.exit_style, "".join(pieces[:cut]))
 
     def _tried(self, cues: list[CueRecord]) -> list[int]:
         """The cues where a training-free method writes a trial: the chosen cue words, not
@@ -270,7 +297,8 @@ class Bench:
         at: int | None,
     ) -> dict[str, Any]:
         """A training-free method that exits at trial ``at``: it paid for every trial up to
-        there, then writes its answer (in boxed style, the same tokens as that trial)."""
+        there, then exits there as the runtime does (in boxed style, the same tokens as that
+        trial)."""
         paid = trials if at is None else trials[: at + 1]
         j = None if at is None else tried[at]
         outcome = self._outcome(
@@ -309,27 +337,51 @@ class Bench:
 
 
 class _Answers:
-    """Forced answers of one trace (exit text, greedy answer), each generated once and timed
-    alone (the cache is moved to the cut before the clock starts)."""
+    """What the runtime writes after each cut of one trace — the exit (``exit_text(cut)``,
+    then a greedy answer) and the trial answer (the boxed exit text) — each generated once
+    and timed alone (the cache is moved to the cut before the clock starts)."""
 
-    def __init__(self, replayer: TraceReplayer, exit_text: str, max_tokens: int) -> None:
+    def __init__(
+        self,
+        replayer: TraceReplayer,
+        exit_text: Callable[[int], str],
+        trial_text: str,
+        cap: Callable[[int, str], tuple[int, bool]],
+    ) -> None:
         self.replayer = replayer
         self.exit_text = exit_text
-        self.max_tokens = max_tokens
-        self.done: dict[int, tuple[ForcedAnswer, float]] = {}
+        self.trial_text = trial_text
+        self.cap = cap
+        self.done: dict[tuple[int, str], tuple[ForcedAnswer, float]] = {}
 
-    def prepare(self, cuts: Sequence[int]) -> None:
-        """Generate at ``cuts`` from the last back, so the cache only ever shrinks."""
-        for cut in sorted(set(cuts), reverse=True):
-            self.get(cut)
+    def prepare(self, exits: Sequence[int], trials: Sequence[int]) -> None:
+        """Generate at every cut from the last back, so the cache only ever shrinks."""
+        wanted = {(cut, self.exit_text(cut)) for cut in exits} | {(cut, self.trial_text) for cut in trials}
+        for cut, text in sorted(wanted, reverse=True):
+            self._answer(cut, text)
 
     def get(self, cut: int) -> tuple[ForcedAnswer, float]:
-        if cut not in self.done:
+        """The exit at ``cut`` and its seconds."""
+        return self._answer(cut, self.exit_text(cut))
+
+    def trial(self, cut: int) -> tuple[ForcedAnswer, float]:
+        """The trial answer at ``cut`` and its seconds."""
+        return self._answer(cut, self.trial_text)
+
+    def _answer(self, cut: int, text: str) -> tuple[ForcedAnswer, float]:
+        if (cut, text) not in self.done:
             self.replayer.keep(cut)
             start = time.perf_counter()
-            forced = self.replayer.answer_at(cut, self.exit_text, max_tokens=self.max_tokens)
-            self.done[cut] = (forced, time.perf_counter() - start)
-        return self.done[cut]
+            max_tokens, until_boxed = self.cap(cut, text)
+            forced = self.replayer.answer_at(cut, text, max_tokens=max_tokens, until_boxed=until_boxed)
+            self.done[cut, text] = (forced, time.perf_counter() - start)
+        return self.done[cut, text]
+
+
+def token_texts(piece: Callable[[int], bytes], tokens: Sequence[int], close_tag: str) -> list[str]:
+    """The text each token adds (decoded incrementally, as the runtime's ledger does)."""
+    ledger = TokenLedger(piece, close_tag)
+    return [ledger.commit(t) for t in tokens]
 
 
 def run_bench(
@@ -367,6 +419,7 @@ def run_bench(
         "seed": settings.seed,
         "median_thinking_tokens": median,
         "budget_tokens": {budget_key(f): budget_tokens(median, f) for f in settings.budgets},
+        "exit_style": settings.exit_style,
         "trials": {
             "text": engine.exit_text,
             "lambdas": list(settings.deer_lambdas),

@@ -9,7 +9,9 @@ forced answers.
 * ``lynx``        — the first cue whose probe score passes a calibrated rule (per δ and per α);
 * ``deer``        — the first cue whose trial answer's confidence exceeds λ (training-free);
 * ``consistency`` — the first cue whose trial answer equals the previous k−1 trials' (training-free);
-* ``budget``      — a hard cut at a fixed fraction of the median full thinking length;
+* ``budget``      — a cut at a fixed fraction of the median full thinking length, moved back
+                    to the last line, sentence or word boundary (``budget … raw``: at exactly
+                    that token, as llama.cpp's ``--reasoning-budget`` cuts);
 * ``oracle``      — the first cue whose forced answer is right (what a perfect probe would do).
 
 A trial answer at a cue is the forced answer there (the model's exit text, then a greedy
@@ -52,8 +54,8 @@ def consistency_key(k: int) -> str:
     return f"consistency k={k}"
 
 
-def budget_key(fraction: float) -> str:
-    return f"budget {fraction:.0%}"
+def budget_key(fraction: float, *, raw: bool = False) -> str:
+    return f"budget {fraction:.0%}{' raw' if raw else ''}"
 
 
 def lynx_exit(rule: ExitRule, cues: Sequence[CueRecord]) -> int | None:
@@ -109,7 +111,9 @@ def summarize(records: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[di
     ``seconds`` and ``extra_tokens`` (decoded but not part of the output: trial answers).
     Help: full wrong → method right; harm: full right → method wrong. The premature-exit rate
     is harm over all problems — the quantity a per-answer α bounds. ``thinking_saved``: the
-    share of full thinking tokens the method did not think.
+    share of full thinking tokens the method did not think. ``decoded_tokens`` adds the trial
+    tokens to the output's. ``seconds_measured`` is false for a row whose exits' seconds were
+    estimated (see ``evaluate``).
     """
     n = len(records)
     if not n:
@@ -122,6 +126,7 @@ def summarize(records: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[di
         outcomes = [r["methods"][key] for r in records]
         full_ok = [r["methods"][FULL]["correct"] for r in records]
         tokens = np.array([o["tokens"] for o in outcomes], dtype=np.float64)
+        decoded = tokens + np.array([o.get("extra_tokens", 0) for o in outcomes], dtype=np.float64)
         seconds = sum(o["seconds"] for o in outcomes)
         help_ = sum(1 for o, f in zip(outcomes, full_ok) if o["correct"] and not f)
         harm = sum(1 for o, f in zip(outcomes, full_ok) if f and not o["correct"])
@@ -133,6 +138,8 @@ def summarize(records: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[di
                 "mean_tokens": round(float(tokens.mean()), 1),
                 "median_tokens": float(np.median(tokens)),
                 "saved": round(1 - float(tokens.sum()) / full_tokens, 4) if full_tokens else 0.0,
+                "decoded_tokens": round(float(decoded.mean()), 1),
+                "decoded_saved": round(1 - float(decoded.sum()) / full_tokens, 4) if full_tokens else 0.0,
                 "thinking_saved": round(1 - sum(o["thinking"] for o in outcomes) / full_thinking, 4)
                 if full_thinking
                 else 0.0,
@@ -141,6 +148,7 @@ def summarize(records: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[di
                 "harm": harm,
                 "premature_rate": round(harm / n, 4),
                 "seconds": round(seconds / n, 3),
+                "seconds_measured": not any(o["exited"] for o in outcomes),
                 "time_saved": round(1 - seconds / full_seconds, 4) if full_seconds else 0.0,
                 "extra_tokens": round(sum(o.get("extra_tokens", 0) for o in outcomes) / n, 1),
             }

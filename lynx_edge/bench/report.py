@@ -15,6 +15,8 @@ COLUMNS = (
     ("mean_tokens", "mean tokens", "{:.1f}"),
     ("median_tokens", "median tokens", "{:g}"),
     ("saved", "saved vs full", "{:.1%}"),
+    ("decoded_tokens", "decoded tokens", "{:.1f}"),
+    ("decoded_saved", "decoded saved", "{:.1%}"),
     ("thinking_saved", "thinking saved", "{:.1%}"),
     ("exit_rate", "exit rate", "{:.1%}"),
     ("help", "help", "{}"),
@@ -24,6 +26,7 @@ COLUMNS = (
     ("time_saved", "time saved", "{:.1%}"),
     ("extra_tokens", "trial tokens", "{:.1f}"),
 )
+SECONDS = next(i for i, (key, _, _) in enumerate(COLUMNS) if key == "seconds")
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
@@ -40,15 +43,20 @@ def markdown_table(summary: dict[str, Any]) -> str:
     front = set(summary.get("pareto_front", []))
     for row in summary["rows"]:
         cells = [fmt.format(row[key]) for key, _, fmt in COLUMNS]
+        if not row.get("seconds_measured", True):
+            cells[SECONDS] += "*"
         if row["method"] in front:
             cells[0] = f"**{cells[0]}**"
         lines.append("| " + " | ".join(cells) + " |")
     foot = (
-        "\n\nTokens = thinking kept + exit text + answer. Help: full wrong → right; harm: full right → wrong; "
-        "premature = harm / problems (what a per-answer α bounds). Seconds are measured per problem (trial "
-        "answers included); trial tokens were decoded on a branch, not part of the output. The oracle exits at "
-        "the first cue whose forced answer is right (a bound, not a method). Bold: on the accuracy–tokens "
-        "Pareto front.\n"
+        f"\n\nTokens = thinking kept + exit text + answer ({summary.get('exit_style', 'boxed')} exits); decoded "
+        "tokens add the trial answers decoded on a branch (not part of the output). Help: full wrong → right; "
+        "harm: full right → wrong; premature = harm / problems (what a per-answer α bounds). Seconds per problem "
+        "include trials and probe calls; * = estimated (the trace's measured prefill and per-token rate up to the "
+        "cut, plus the measured answer and trials), else measured. Budget rows cut at the last line, sentence or "
+        "word boundary before the budget; `raw` rows cut at exactly the budget's token (llama.cpp's "
+        "--reasoning-budget). The oracle exits at the first cue whose forced answer is right (a bound, not a "
+        "method). Bold: on the accuracy–tokens Pareto front.\n"
     )
     return head + "\n".join(lines) + foot
 

@@ -79,7 +79,14 @@ def fractions(ctx: click.Context, param: click.Parameter, value: tuple[float, ..
     default=(0.25, 0.5, 0.75),
     show_default=True,
     callback=fractions,
-    help="Hard thinking budget as a fraction of the median full thinking length; repeatable.",
+    help="Thinking budget as a fraction of the median full thinking length (a soft and a raw cut); repeatable.",
+)
+@click.option(
+    "--exit-style",
+    type=click.Choice(["conclude", "boxed"]),
+    default="conclude",
+    show_default=True,
+    help="What an exit writes, as in `run --exit-style` (the runtime's default: conclude).",
 )
 @click.pass_context
 @exits_on_user_error
@@ -103,6 +110,7 @@ def bench(
     trial_min_tokens,
     trial_gap,
     budget,
+    exit_style,
 ):
     """Paired evaluation: full thinking, LYNX at every calibrated level, DEER, consistency,
     fixed budgets and the oracle exit, all on the same trace of each problem. Subcommands
@@ -131,6 +139,7 @@ def bench(
         trial_min_tokens=trial_min_tokens,
         trial_gap=trial_gap,
         budgets=budget,
+        exit_style=exit_style,
     )
     engine = Engine(model, probe=None if no_probe else (probe or "auto"), n_ctx=n_ctx, n_threads=threads)
     store = BenchDir(out)

@@ -19,7 +19,8 @@ GREEDY_BELOW = 1e-6  # a temperature this low decodes greedily in llama.cpp's sa
 @dataclass(frozen=True)
 class Conditions:
     """How the calibration traces were made. ``temperature`` of 0 means greedy decoding (and
-    then ``top_p`` does not matter)."""
+    then ``top_p`` does not matter); with ``temperature_max`` each trace drew its temperature
+    uniformly from [temperature, temperature_max], so the promise covers that whole range."""
 
     temperature: float
     top_p: float
@@ -28,9 +29,13 @@ class Conditions:
     system_prompt: str | None
     user_suffix: str = ""
     top_k: int = 100
+    temperature_max: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.temperature_max is None:
+            del data["temperature_max"]  # a point temperature: stored as before ranges existed
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Conditions:
@@ -38,7 +43,18 @@ class Conditions:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature < GREEDY_BELOW
+        return self.temperature < GREEDY_BELOW and not self.temperature_max
+
+    @property
+    def temperatures(self) -> str:
+        """The calibrated temperature (or range) in words."""
+        if self.temperature_max is None:
+            return f"{self.temperature:g}"
+        return f"{self.temperature:g}–{self.temperature_max:g}"
+
+    def covers_temperature(self, temperature: float) -> bool:
+        high = self.temperature if self.temperature_max is None else self.temperature_max
+        return self.temperature - 1e-6 <= temperature <= high + 1e-6
 
 
 @dataclass(frozen=True)
@@ -57,8 +73,8 @@ def departures(calibrated: Conditions, request: RequestConditions) -> list[str]:
     """Each way ``request`` leaves ``calibrated``, in words (empty: the promise applies)."""
     found = []
     greedy = request.temperature < GREEDY_BELOW
-    if greedy != calibrated.greedy or (not greedy and abs(request.temperature - calibrated.temperature) > 1e-6):
-        found.append(f"temperature {request.temperature:g} (calibrated at {calibrated.temperature:g})")
+    if greedy != calibrated.greedy or (not greedy and not calibrated.covers_temperature(request.temperature)):
+        found.append(f"temperature {request.temperature:g} (calibrated at {calibrated.temperatures})")
     elif not greedy and abs(request.top_p - calibrated.top_p) > 1e-6:
         found.append(f"top-p {request.top_p:g} (calibrated at {calibrated.top_p:g})")
     elif not greedy and request.top_k != calibrated.top_k:

@@ -27,7 +27,7 @@ from lynx_edge.runtime.llama_backend import LlamaBackend, SamplingSettings
 from lynx_edge.runtime.model_files import default_probe, resolve_model
 from lynx_edge.runtime.onnx_probe import OnnxProbe
 from lynx_edge.runtime.options import ExitStyle, GenerationOptions, Mode, check_alpha
-from lynx_edge.runtime.policy import ExitRule, calibrated_levels, card_rules, select_rule
+from lynx_edge.runtime.policy import Calibration, ExitRule, calibrated_levels, card_rules, select_rule
 from lynx_edge.runtime.presets import ModelPreset
 from lynx_edge.runtime.probe_card import ProbeCard
 from lynx_edge.runtime.scheduler import Scheduler
@@ -81,8 +81,8 @@ class Engine:
         default_alpha = self.card.default_alpha if self.card and self.card.default_alpha else DEFAULT_ALPHA
         self.alpha = alpha if alpha is not None else default_alpha
         self.mode = mode
-        if self.card:
-            select_rule(self.card.calibration, self.alpha, mode)  # an alpha the card cannot serve fails now
+        for calibration in self.card.calibrations if self.card else []:
+            select_rule(calibration, self.alpha, mode)  # an alpha the card cannot serve fails now
         source = self.card or self.preset
         self.cues = tuple(source.cues)
         self.exit_text = source.exit_text
@@ -137,18 +137,24 @@ class Engine:
         """Every calibrated rule of the probe (none without a card)."""
         return card_rules(self.card.calibration) if self.card else []
 
-    def rule_for(self, alpha: float | None = None, mode: Mode | None = None) -> ExitRule | None:
-        """The calibrated rule a risk level picks (None without a card)."""
+    def rule_for(
+        self, alpha: float | None = None, mode: Mode | None = None, calibration: Calibration | None = None
+    ) -> ExitRule | None:
+        """The calibrated rule a risk level picks in ``calibration`` (default: the card's first
+        condition set's); None without a card."""
         if not self.card:
             return None
-        return select_rule(self.card.calibration, self.alpha if alpha is None else alpha, mode or self.mode)
+        return select_rule(
+            calibration or self.card.calibration, self.alpha if alpha is None else alpha, mode or self.mode
+        )
 
     def levels(self, mode: Mode) -> list[float]:
         """The risk levels the card offers in ``mode``, ascending."""
         return calibrated_levels(self.card.calibration, mode) if self.card else []
 
-    def policy_for(self, options: GenerationOptions) -> Policy:
-        """The exit policy ``options`` ask for, on this model."""
+    def policy_for(self, options: GenerationOptions, calibration: Calibration | None = None) -> Policy:
+        """The exit policy ``options`` ask for, on this model, with thresholds from
+        ``calibration`` (default: the card's first condition set's)."""
         kind = options.exit
         if kind == "none":
             return NoExit()
@@ -156,7 +162,7 @@ class Engine:
         if kind == "probe" or (kind == "auto" and self.probe is not None):
             if self.probe is None:
                 raise SettingError(f"{self.model_name} has no probe, so --exit probe cannot run: {_no_probe_hint()}")
-            return ProbeExit(self.rule_for(options.alpha, options.mode), self.probe, self.card.label)
+            return ProbeExit(self.rule_for(options.alpha, options.mode, calibration), self.probe, self.card.label)
         if kind == "auto":
             kind = "deer" if trial_card else DEFAULT_TRIAL
         level = options.trial_level if options.trial_level is not None else DEFAULT_LEVELS[kind]
@@ -165,7 +171,7 @@ class Engine:
         if kind == "consistency" and (level < 2 or level != int(level)):
             raise SettingError(f"consistency needs k ≥ 2 equal trials in a row, got {level}: pass e.g. --trial-level 2")
         rule = (
-            self.rule_for(options.alpha, options.mode)
+            self.rule_for(options.alpha, options.mode, calibration)
             if trial_card and kind == "deer" and options.trial_level is None
             else None
         )
@@ -219,7 +225,6 @@ class Engine:
                 )
         if options.grammar is not None and self.backend.grammar(options.grammar) is None:
             raise SettingError("the answer's grammar does not parse in llama.cpp: check the schema or GBNF")
-        policy = self.policy_for(options)
         request = RequestConditions(
             temperature=temperature,
             top_p=top_p,
@@ -228,7 +233,9 @@ class Engine:
             top_k=options.top_k,
             extra_sampling=_extra_sampling(options),
         )
-        departures = tuple(self.card.departures(request)) if policy.guarantee and self.card else ()
+        calibration, departures = self.card.calibration_for(request) if self.card else (None, [])
+        policy = self.policy_for(options, calibration)
+        departures = departures if policy.guarantee else []
         reserve = options.answer_reserve
         if reserve is not None and reserve >= max_tokens:
             raise SettingError(
@@ -239,7 +246,7 @@ class Engine:
             max_tokens=max_tokens,
             sampling=sampling,
             policy=policy,
-            departures=departures,
+            departures=tuple(departures),
             exit_style=options.exit_style,
             measure_savings=options.measure_savings,
             think=options.think,

@@ -53,11 +53,18 @@ class ForcedAnswer:
 
 
 def forced_answer(
-    backend: LlamaBackend, seq: int, exit_text: str, think_close: str, *, max_tokens: int = BOXED_ANSWER_TOKENS
+    backend: LlamaBackend,
+    seq: int,
+    exit_text: str,
+    think_close: str,
+    *,
+    max_tokens: int = BOXED_ANSWER_TOKENS,
+    until_boxed: bool = True,
 ) -> Step:
     """Append ``exit_text`` to ``seq`` and answer greedily (a scheduler step; returns a
-    ``ForcedAnswer``). Stops at end of generation, at ``max_tokens``, or when the braces the
-    exit text opened after the close tag are closed. The confidence (DEER's) is the mean
+    ``ForcedAnswer``). Stops at end of generation, at ``max_tokens``, or (``until_boxed``) when
+    the braces the exit text or the answer opened after the close tag are closed — enough to
+    grade; the runtime's conclude exit writes on to the end, as ``until_boxed=False`` does. The confidence (DEER's) is the mean
     probability of the answer tokens that are not bare braces: a ``{`` after ``\\boxed`` or
     the closing ``}`` is near-certain whatever the answer."""
     exit_tokens = backend.tokenize(exit_text)
@@ -77,7 +84,7 @@ def forced_answer(
         closes = boxed.take(piece)
         if piece.strip() not in ("{", "}"):
             probs.append(1.0 / float(np.exp(logits - logits[token]).sum()))
-        if closes or answered == max_tokens:
+        if (closes and until_boxed) or answered == max_tokens:
             break
         out = yield BatchItem(seq, [token])
     return ForcedAnswer(text, len(exit_tokens), answered, float(np.mean(probs)) if probs else 0.0)
@@ -103,13 +110,18 @@ class TraceReplayer:
         self.trace = list(trace)
         self.think_close = think_close
 
-    def answer_at(self, cut: int, exit_text: str, *, max_tokens: int = BOXED_ANSWER_TOKENS) -> ForcedAnswer:
+    def answer_at(
+        self, cut: int, exit_text: str, *, max_tokens: int = BOXED_ANSWER_TOKENS, until_boxed: bool = True
+    ) -> ForcedAnswer:
         """Greedy answer after ``trace[:cut] + exit_text`` (the cache keeps the prefix)."""
         if not 0 <= cut <= len(self.trace):
             raise ValueError(f"cut {cut} lies outside the trace (0..{len(self.trace)})")
         prefix = self.prompt + self.trace[:cut]
         self.keep(cut)
-        answer = run_alone(self.b, forced_answer(self.b, 0, exit_text, self.think_close, max_tokens=max_tokens))
+        answer = run_alone(
+            self.b,
+            forced_answer(self.b, 0, exit_text, self.think_close, max_tokens=max_tokens, until_boxed=until_boxed),
+        )
         self.b.truncate(len(prefix))
         return answer
 

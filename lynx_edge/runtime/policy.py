@@ -23,6 +23,8 @@ from lynx_edge.errors import SettingError
 from lynx_edge.runtime.conformal import per_cue_exits, per_cue_threshold
 from lynx_edge.runtime.options import MODES, Mode, check_alpha
 
+Calibration = dict[str, Sequence[dict[str, Any]]]  # a card's ``calibration``: per_cue and per_answer entries
+
 
 @dataclass(frozen=True)
 class ExitRule:
@@ -55,7 +57,7 @@ def _q(value: float | None) -> float:
     return math.inf if value is None else float(value)
 
 
-def select_rule(calibration: dict[str, Sequence[dict[str, Any]]], alpha: float, mode: Mode | None = None) -> ExitRule:
+def select_rule(calibration: Calibration, alpha: float, mode: Mode | None = None) -> ExitRule:
     """The rule ``alpha`` picks from a card's calibration; ``mode`` None prefers per-answer
     when the card holds it (it bounds what users see: wrong answers), else per-cue."""
     alpha = check_alpha(alpha)
@@ -84,7 +86,7 @@ def entry_rule(mode: Mode, entry: dict[str, Any]) -> ExitRule:
     return ExitRule(mode, float(entry["delta"]), q_pos=_q(entry["q_pos"]), q_neg=_q(entry["q_neg"]))
 
 
-def card_rules(calibration: dict[str, Sequence[dict[str, Any]]]) -> list[ExitRule]:
+def card_rules(calibration: Calibration) -> list[ExitRule]:
     """Every calibrated rule of a card, per cue then per answer (calibration and the bench
     measure each of them)."""
     return [entry_rule("per-cue", e) for e in calibration.get("per_cue") or []] + [
@@ -92,7 +94,7 @@ def card_rules(calibration: dict[str, Sequence[dict[str, Any]]]) -> list[ExitRul
     ]
 
 
-def calibrated_levels(calibration: dict[str, Sequence[dict[str, Any]]], mode: Mode) -> list[float]:
+def calibrated_levels(calibration: Calibration, mode: Mode) -> list[float]:
     """The risk levels a card offers in one mode, ascending (the chat steps through them)."""
     key, level_key = ("per_answer", "alpha") if mode == "per-answer" else ("per_cue", "delta")
     return sorted(float(e[level_key]) for e in calibration.get(key) or [])

@@ -44,6 +44,9 @@ class ProbeCard:
     scaffold: list[dict[str, str]] = field(default_factory=list)
     conditions: dict[str, Any] | None = None  # how the calibration traces were made (conditions.Conditions)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # more calibrations of the same probe, each made in other conditions (e.g. sampled at
+    # T 0.6–0.8 for the chat): {"conditions": ..., "calibration": ..., "metrics": ...}
+    condition_sets: list[dict[str, Any]] = field(default_factory=list)
     path: Path | None = None  # where the card was read from (not stored)
 
     @property
@@ -114,12 +117,25 @@ class ProbeCard:
             )
         return card
 
-    def departures(self, request: RequestConditions) -> list[str]:
-        """How ``request`` leaves the conditions this card was calibrated in (empty: its
-        promise applies). A card that does not record them is an estimate for every request."""
+    @property
+    def calibrations(self) -> list[dict[str, list[dict[str, Any]]]]:
+        """Every calibration the card holds, its first condition set's first."""
+        return [self.calibration, *(s["calibration"] for s in self.condition_sets)]
+
+    def calibration_for(self, request: RequestConditions) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+        """The calibration made in the conditions ``request`` runs in, with no departures;
+        when none matches, the first one and how ``request`` leaves its conditions (its
+        thresholds are then an estimate). A card that does not record its conditions is an
+        estimate for every request."""
         if self.conditions is None:
-            return ["the card does not record the conditions it was calibrated in"]
-        return departures(Conditions.from_json(self.conditions), request)
+            return self.calibration, ["the card does not record the conditions it was calibrated in"]
+        first = departures(Conditions.from_json(self.conditions), request)
+        if not first:
+            return self.calibration, []
+        for extra in self.condition_sets:
+            if not departures(Conditions.from_json(extra["conditions"]), request):
+                return extra["calibration"], []
+        return self.calibration, first
 
     def check_model(self, info: ModelInfo) -> None:
         """Refuse a card made for another model (architecture, sizes, tokenizer, layers)."""

@@ -152,17 +152,27 @@ def records(out: Path) -> dict[str, dict]:
     return {r["id"]: r for r in map(json.loads, (out / "problems.jsonl").read_text().splitlines())}
 
 
-def test_lynx_row_is_what_the_runtime_does(benched: dict, tiny_r1: Path) -> None:
-    """The simulated exit (at "Hmm") equals a real boxed-exit run with the same probe."""
+@pytest.mark.parametrize("exit_style", ["conclude", "boxed"])
+def test_lynx_row_is_what_the_runtime_does(benched: dict, tiny_r1: Path, tmp_path: Path, exit_style: str) -> None:
+    """The simulated exit (at "Hmm") equals a real run with the same probe, in either exit
+    style (conclude is the bench's default, as the runtime's)."""
+    out = benched["out"]
+    if exit_style == "boxed":  # the same traces, the methods simulated again with boxed exits
+        out = tmp_path / "boxed"
+        shutil.copytree(benched["out"], out)
+        args = list(benched["common"])
+        args[args.index("--out") + 1] = out
+        code, output = bench(*args, "--exit-style", "boxed")
+        assert code == 0, output
     problem = load_problems(benched["data"]).problems[0]
     engine = Engine(tiny_r1, probe=benched["probe"], alpha=0.05, mode="per-cue", n_ctx=512)
     real = result_of(
         engine.generate(
-            problem.prompt, temperature=0, max_tokens=64, exit_style="boxed", seed=trace_seed(0, problem.id)
+            problem.prompt, temperature=0, max_tokens=64, exit_style=exit_style, seed=trace_seed(0, problem.id)
         )
     )
     engine.close()
-    lynx = records(benched["out"])[problem.id]["methods"]["lynx δ=0.05"]
+    lynx = records(out)[problem.id]["methods"]["lynx δ=0.05"]
     assert real.exited and real.exit.cue == "hmm"
     assert lynx["exited"] and lynx["cut"] == HMM_INDEX == real.tokens.thinking == lynx["thinking"]
     assert lynx["tokens"] == real.tokens.completion
@@ -186,7 +196,9 @@ def test_budget_trial_and_oracle_rows_cut_where_they_should(benched: dict) -> No
     for r in records(benched["out"]).values():
         m = r["methods"]
         assert r["budget_base"] == THINKING_TOKENS
-        assert m["budget 50%"]["exited"] and m["budget 50%"]["cut"] == round(THINKING_TOKENS * 0.5)
+        raw, soft = m["budget 50% raw"], m["budget 50%"]
+        assert raw["exited"] and raw["cut"] == round(THINKING_TOKENS * 0.5)
+        assert soft["exited"] and THINKING_TOKENS * 0.5 * 0.75 <= soft["cut"] <= raw["cut"]
         deer = m["deer λ=1e-06"]  # tries only at "hmm" (--deer-cues), and any confidence passes
         assert deer["exited"] and deer["cut"] == HMM_INDEX
         assert deer["extra_tokens"] > 0 and deer["correct"] == m["full"]["correct"]  # it answers 4 there too
@@ -201,7 +213,19 @@ def test_outputs_are_written_and_resume_adds_only_new_problems(benched: dict) ->
     summary = json.loads((out / "summary.json").read_text())
     assert summary["problems"] == 6
     methods = [r["method"] for r in summary["rows"]]
-    assert methods == ["full", "lynx δ=0.05", "lynx α=0.1", "deer λ=1e-06", "consistency k=2", "budget 50%", "oracle"]
+    assert methods == [
+        "full",
+        "lynx δ=0.05",
+        "lynx α=0.1",
+        "deer λ=1e-06",
+        "consistency k=2",
+        "budget 50%",
+        "budget 50% raw",
+        "oracle",
+    ]
+    deer = next(r for r in summary["rows"] if r["method"] == "deer λ=1e-06")
+    assert deer["decoded_tokens"] == deer["mean_tokens"] + deer["extra_tokens"]  # trials counted in decoded
+    assert summary["rows"][0]["seconds_measured"] and not deer["seconds_measured"]
     full = summary["rows"][0]
     assert full["accuracy"] == 0.5  # gold alternates 4, 5; the model answers 4
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

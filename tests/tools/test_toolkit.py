@@ -21,6 +21,7 @@ from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.onnx_probe import OnnxProbe
 from lynx_edge.runtime.options import GenerationOptions
 from lynx_edge.runtime.probe_card import ProbeCard
+from lynx_edge.runtime.policy import select_rule
 from lynx_edge.tasks.problems import load_problems, trace_seed
 from tools.__main__ import main
 from tools.collection import Collection
@@ -336,3 +337,47 @@ def test_guarantee_only_inside_the_calibrated_conditions(made_probe: dict[str, P
     assert not own_system.guarantee and "system prompt" in own_system.estimate_because[0]
     assert "α is an estimate here, not a guarantee: temperature 0.9" in stats_line(warmer)
     assert warmer.to_dict()["estimate_because"] == ["temperature 0.9 (calibrated at 0.6)"]
+
+
+def test_a_card_holds_a_promise_for_each_condition_set(made_probe: dict[str, Path], tiny_r1: Path, tmp_path: Path) -> None:
+    """A second collection sampled over T 0.8–1.0 calibrates the same probe apart: a request at
+    T 0.9 is inside that set (guarantee, that set's thresholds); T 0.7 is in neither."""
+    warm = tmp_path / "warm"
+    code, out = collect(tiny_r1, made_probe["data"], warm, "--temperature", "0.8:1.0", "--parallel", 3)
+    assert code == 0, out
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    for name in ("training.json", "probe.onnx"):
+        (probe / name).write_bytes((made_probe["probe"] / name).read_bytes())
+    code, out = tools("calibrate", made_probe["collection"], warm, "-p", probe, "--draws", 20)
+    assert code == 0, out
+    assert "conditions: temperature 0.6, top-p 0.95, conclude exit" in out
+    assert "conditions: temperature 0.8–1, top-p 0.95, conclude exit" in out
+    card = ProbeCard.load(probe)
+    assert len(card.condition_sets) == 1 and card.condition_sets[0]["conditions"]["temperature_max"] == 1.0
+    engine = Engine(tiny_r1, probe=probe, alpha=0.3, mode="per-cue", n_ctx=512)
+    question = "Tom has 3 apples and finds 1 more. How many?"
+    try:
+        warm_plan = engine.plan(question, GenerationOptions(temperature=0.9))
+        between = Reply.of(engine.generate(question, max_tokens=48, seed=1, temperature=0.7)).result
+        warm_result = Reply.of(engine.generate(question, max_tokens=48, seed=1, temperature=0.9)).result
+    finally:
+        engine.close()
+    assert warm_plan.departures == ()
+    assert warm_plan.policy.rule == select_rule(card.condition_sets[0]["calibration"], 0.3, "per-cue")
+    assert warm_result.guarantee
+    assert not between.guarantee and between.estimate_because == ("temperature 0.7 (calibrated at 0.6)",)
+
+
+def test_temperature_ranges_are_checked_at_the_edge(tiny_r1: Path, tmp_path: Path) -> None:
+    code, out = collect(tiny_r1, corpus(tmp_path / "c.jsonl", 3), tmp_path / "x", "--temperature", "0.9:0.6")
+    assert code == 2 and "neither a temperature nor a range LOW:HIGH" in out
+
+
+def test_calibrate_refuses_two_collections_in_the_same_conditions(made_probe: dict[str, Path], tmp_path: Path) -> None:
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    for name in ("training.json", "probe.onnx"):
+        (probe / name).write_bytes((made_probe["probe"] / name).read_bytes())
+    code, out = tools("calibrate", made_probe["collection"], made_probe["collection"], "-p", probe, "--draws", 0)
+    assert code == 1 and "same conditions" in out
