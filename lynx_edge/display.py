@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from lynx_edge.events import CueScored, GenerationResult, Savings
+from lynx_edge.runtime.conditions import Conditions
 from lynx_edge.runtime.conformal import per_cue_threshold
 from lynx_edge.runtime.probe_card import ProbeCard
 
@@ -128,22 +129,33 @@ def describe_card(card: ProbeCard) -> str:
     lines += [f"cues       {', '.join(repr(c) for c in card.cues)}", f"exit text  {card.exit_text!r}"]
     if card.default_alpha is not None:
         lines.append(f"default α  {card.default_alpha:g}")
-    for entry in card.calibration.get("per_cue", []):
+    sets = [{"conditions": card.conditions, "calibration": card.calibration, "metrics": card.metrics}]
+    for one in [*sets, *card.condition_sets]:
+        conditions = one["conditions"]
+        words = Conditions.from_json(conditions).words() if conditions else "not recorded (every request: estimate)"
+        lines += ["", f"holds in   {words}", *_calibration_lines(one["calibration"])]
+        if one["metrics"]:
+            lines += ["", *metrics_table(one["metrics"])]
+    if card.warning:
+        lines.append(card.warning)
+    return "\n".join(lines)
+
+
+def _calibration_lines(calibration: dict) -> list[str]:
+    """Each calibrated entry: its threshold and its promise in words."""
+    lines = []
+    for entry in calibration.get("per_cue", []):
         threshold = per_cue_threshold(_inf(entry["q_pos"]), _inf(entry["q_neg"]))
         lines.append(
             f"per-cue    δ={entry['delta']:<5} exit if p ≥ {fmt_threshold(threshold):6}  {_promise(entry, 'δ')}"
             f"  (n_pos {entry.get('n_pos', '?')}, n_neg {entry.get('n_neg', '?')})"
         )
-    for entry in card.calibration.get("per_answer", []):
+    for entry in calibration.get("per_answer", []):
         lines.append(
             f"per-answer α={entry['alpha']:<5} exit if p ≥ {fmt_threshold(_inf(entry['threshold'])):6}  "
             f"{_promise(entry, 'α')}"
         )
-    if card.metrics:
-        lines += ["", *metrics_table(card.metrics)]
-    if card.warning:
-        lines.append(card.warning)
-    return "\n".join(lines)
+    return lines
 
 
 def _inf(value: float | None) -> float:

@@ -448,17 +448,10 @@ def report_card(card: ProbeCard) -> str:
     lines: list[str] = []
     for one in [*sets, *card.condition_sets]:
         if len(card.calibrations) > 1:
-            lines.append(f"conditions: {_conditions_words(one['conditions'])}")
+            words = Conditions.from_json(one["conditions"]).words() if one["conditions"] else "not recorded"
+            lines.append(f"conditions: {words}")
         lines.extend(_report_set(one["calibration"], one["metrics"]))
     return "\n".join(lines)
-
-
-def _conditions_words(conditions: dict[str, Any] | None) -> str:
-    if conditions is None:
-        return "not recorded"
-    c = Conditions.from_json(conditions)
-    sampling = "greedy" if c.greedy else f"temperature {c.temperatures}, top-p {c.top_p:g}"
-    return f"{sampling}, {c.exit_style} exit"
 
 
 def _report_set(calibration: dict[str, Any], m: dict[str, Any]) -> list[str]:

@@ -52,6 +52,12 @@ class Conditions:
             return f"{self.temperature:g}"
         return f"{self.temperature:g}–{self.temperature_max:g}"
 
+    def words(self) -> str:
+        """The conditions in a few words (for cards and reports)."""
+        sampling = "greedy" if self.greedy else f"temperature {self.temperatures}, top-p {self.top_p:g}"
+        system = "the preset's system prompt" if self.system_prompt else "no system prompt"
+        return f"{sampling}, {self.exit_style} exit, {system}"
+
     def covers_temperature(self, temperature: float) -> bool:
         high = self.temperature if self.temperature_max is None else self.temperature_max
         return self.temperature - 1e-6 <= temperature <= high + 1e-6
