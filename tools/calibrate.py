@@ -30,13 +30,13 @@ from typing import Any
 import numpy as np
 
 from lynx_edge.errors import ProbeError
+from lynx_edge.runtime.conditions import Conditions
 from lynx_edge.runtime.conformal import (
     loss_intervals,
     ltt_thresholds,
     premature_counts,
     trace_level_quantiles,
 )
-from lynx_edge.runtime.conditions import Conditions
 from lynx_edge.runtime.onnx_probe import OnnxProbe
 from lynx_edge.runtime.policy import ExitRule, card_rules
 from lynx_edge.runtime.probe_card import CARD_NAME, ProbeCard
@@ -423,9 +423,7 @@ def _calibrated_set(
     return {"conditions": manifest.get("conditions"), "calibration": calibration, "metrics": metrics}
 
 
-def run_calibrate(
-    collections: Sequence[Path], probe_dir: Path, *, score: str = "probe", **kwargs: Any
-) -> ProbeCard:
+def run_calibrate(collections: Sequence[Path], probe_dir: Path, *, score: str = "probe", **kwargs: Any) -> ProbeCard:
     """Score the collections' held-out traces into ``events.json`` (skipped when none are
     named: the shipped events are used) and write the card from them."""
     if collections:

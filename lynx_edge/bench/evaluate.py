@@ -59,8 +59,8 @@ from lynx_edge.bench.methods import (
 )
 from lynx_edge.errors import SettingError
 from lynx_edge.events import result_of
-from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.boundaries import soft_cut
+from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.forced_exit import BOXED_ANSWER_TOKENS, ForcedAnswer, TraceReplayer
 from lynx_edge.runtime.generation import CueFeatures
 from lynx_edge.runtime.ledger import TokenLedger

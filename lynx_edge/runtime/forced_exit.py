@@ -64,9 +64,9 @@ def forced_answer(
     """Append ``exit_text`` to ``seq`` and answer greedily (a scheduler step; returns a
     ``ForcedAnswer``). Stops at end of generation, at ``max_tokens``, or (``until_boxed``) when
     the braces the exit text or the answer opened after the close tag are closed — enough to
-    grade; the runtime's conclude exit writes on to the end, as ``until_boxed=False`` does. The confidence (DEER's) is the mean
-    probability of the answer tokens that are not bare braces: a ``{`` after ``\\boxed`` or
-    the closing ``}`` is near-certain whatever the answer."""
+    grade; the runtime's conclude exit writes on to the end, as ``until_boxed=False`` does.
+    The confidence (DEER's) is the mean probability of the answer tokens that are not bare
+    braces: a ``{`` after ``\\boxed`` or the closing ``}`` is near-certain whatever the answer."""
     exit_tokens = backend.tokenize(exit_text)
     out: BatchOut = yield BatchItem(seq, exit_tokens)
     tail = exit_text.split(think_close, 1)[-1]

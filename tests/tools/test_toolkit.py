@@ -20,8 +20,8 @@ from lynx_edge.events import CueScored, Reply
 from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.onnx_probe import OnnxProbe
 from lynx_edge.runtime.options import GenerationOptions
-from lynx_edge.runtime.probe_card import ProbeCard
 from lynx_edge.runtime.policy import select_rule
+from lynx_edge.runtime.probe_card import ProbeCard
 from lynx_edge.tasks.problems import load_problems, trace_seed
 from tools.__main__ import main
 from tools.collection import Collection
@@ -339,7 +339,9 @@ def test_guarantee_only_inside_the_calibrated_conditions(made_probe: dict[str, P
     assert warmer.to_dict()["estimate_because"] == ["temperature 0.9 (calibrated at 0.6)"]
 
 
-def test_a_card_holds_a_promise_for_each_condition_set(made_probe: dict[str, Path], tiny_r1: Path, tmp_path: Path) -> None:
+def test_a_card_holds_a_promise_for_each_condition_set(
+    made_probe: dict[str, Path], tiny_r1: Path, tmp_path: Path
+) -> None:
     """A second collection sampled over T 0.8–1.0 calibrates the same probe apart: a request at
     T 0.9 is inside that set (guarantee, that set's thresholds); T 0.7 is in neither."""
     warm = tmp_path / "warm"
