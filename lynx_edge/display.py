@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from lynx_edge.events import CueScored, GenerationResult, Savings
 from lynx_edge.runtime.conditions import Conditions
-from lynx_edge.runtime.conformal import per_cue_threshold
 from lynx_edge.runtime.probe_card import ProbeCard
+from lynx_edge.runtime.rules import per_cue_threshold
 
 
 def fmt_threshold(value: float | None) -> str:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lynx_edge.lab.export import write_mlp_onnx
 from lynx_edge.runtime.llama_backend import LlamaBackend
 from lynx_edge.runtime.model_info import ModelInfo
 from lynx_edge.runtime.probe_card import ProbeCard, model_fingerprint
-from lynx_edge.runtime.probe_export import write_mlp_onnx
 
 # The tiny model's thinking: two word cues (" Wait", " Hmm"), then the real </think> token.
 R1_SCRIPT = [

@@ -7,9 +7,9 @@ model=$1 data=$2 out=$3
 shift 3
 gpus=$(nvidia-smi --list-gpus | wc -l)
 for ((i = 0; i < gpus; i++)); do
-    CUDA_VISIBLE_DEVICES=$i python -m tools collect --model "$model" -d "$data" -o "$out-s$((i + 1))" \
+    CUDA_VISIBLE_DEVICES=$i lynx-edge probe collect --model "$model" -d "$data" -o "$out-s$((i + 1))" \
         --shard "$((i + 1))/$gpus" "$@" > "$out-s$((i + 1)).log" 2>&1 &
 done
 wait
-python -m tools merge $(for ((i = 1; i <= gpus; i++)); do echo "$out-s$i"; done) -o "$out"
-echo "merged $gpus shards into $out: now python -m tools train $out -o probes/NAME && python -m tools calibrate $out -p probes/NAME"
+lynx-edge probe merge $(for ((i = 1; i <= gpus; i++)); do echo "$out-s$i"; done) -o "$out"
+echo "merged $gpus shards into $out: now lynx-edge probe train $out -o probes/NAME && lynx-edge probe calibrate $out -p probes/NAME"

@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 
 from lynx_edge.events import result_of
+from lynx_edge.lab.export import write_mlp_onnx
 from lynx_edge.runtime.engine import Engine
-from lynx_edge.runtime.forced_exit import forced_answer, run_alone
+from lynx_edge.runtime.forced_answers import forced_answer
 from lynx_edge.runtime.llama_backend import SamplingSettings, plain_llama
 from lynx_edge.runtime.model_files import packaged_file, resolve_model
 from lynx_edge.runtime.options import GenerationOptions
 from lynx_edge.runtime.probe_card import ProbeCard, model_fingerprint
-from lynx_edge.runtime.probe_export import write_mlp_onnx
+from lynx_edge.runtime.replay import run_alone
 
 PROMPT = "Tom has 3 boxes with 14 pencils each. He gives away 9 pencils. How many are left?"
 SAMPLING = {"temperature": 0.6, "top_p": 0.95, "top_k": 100, "seed": 1234}

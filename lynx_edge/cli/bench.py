@@ -119,10 +119,10 @@ def bench(
         return
     if not data:
         raise click.UsageError("pass --data FILE (e.g. a SVAMP or GSM8K JSONL), or a subcommand such as `overhead`")
-    from lynx_edge.bench.evaluate import BenchDir, BenchSettings, click_progress, run_bench
-    from lynx_edge.bench.report import write_report
+    from lynx_edge.lab.evaluate import BenchDir, BenchSettings, click_progress, run_bench
+    from lynx_edge.lab.problems import load_many, order
+    from lynx_edge.lab.report import write_report
     from lynx_edge.runtime.engine import Engine
-    from lynx_edge.tasks.problems import load_many, order
 
     problems, notes = load_many(data)
     for note in notes:

@@ -8,13 +8,13 @@ and the fix); 2 a malformed command line (an unknown option, a value out of its 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
 from lynx_edge.cli.bench import bench
 from lynx_edge.cli.options import answer_grammar, exit_choice, exit_options, generation_options, model_options
+from lynx_edge.cli.probe import probe
 from lynx_edge.errors import SettingError, exits_on_user_error
 
 EXIT_INTERRUPTED = 130
@@ -117,6 +117,7 @@ def main() -> None:
 
 
 main.add_command(bench)
+main.add_command(probe)
 
 
 @main.command()
@@ -205,22 +206,6 @@ def models() -> None:
     cached = sorted(cache_dir().rglob("*.gguf")) if cache_dir().is_dir() else []
     for path in (p for p in cached if p not in known):
         click.echo(f"  {path.name:32} {'':9} {path}")
-
-
-@main.group()
-def probe() -> None:
-    """Inspect probe artifacts."""
-
-
-@probe.command("info")
-@click.argument("path", type=click.Path())
-@exits_on_user_error
-def probe_info(path: str) -> None:
-    """Print a probe card: model fingerprint, features, cues, exit text, thresholds, metrics."""
-    from lynx_edge.display import describe_card
-    from lynx_edge.runtime.probe_card import ProbeCard
-
-    click.echo(describe_card(ProbeCard.load(Path(path))))
 
 
 @main.command()

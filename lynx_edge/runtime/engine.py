@@ -21,15 +21,15 @@ from lynx_edge.errors import ContextOverflowError, LynxError, ProbeError, Settin
 from lynx_edge.events import Event
 from lynx_edge.runtime.conditions import RequestConditions
 from lynx_edge.runtime.cues import CueMatcher
-from lynx_edge.runtime.exits import DEFAULT_LEVELS, DEFAULT_TRIAL, NoExit, ProbeExit, TrialExit
 from lynx_edge.runtime.generation import FeatureSink, Generation, Plan, Policy
 from lynx_edge.runtime.llama_backend import LlamaBackend, SamplingSettings
 from lynx_edge.runtime.model_files import default_probe, resolve_model
 from lynx_edge.runtime.onnx_probe import OnnxProbe
 from lynx_edge.runtime.options import ExitStyle, GenerationOptions, Mode, check_alpha
-from lynx_edge.runtime.policy import Calibration, ExitRule, calibrated_levels, card_rules, select_rule
+from lynx_edge.runtime.policies import DEFAULT_LEVELS, DEFAULT_TRIAL, NoExit, ProbeExit, TrialExit
 from lynx_edge.runtime.presets import ModelPreset
 from lynx_edge.runtime.probe_card import ProbeCard
+from lynx_edge.runtime.rules import Calibration, ExitRule, calibrated_levels, card_rules, select_rule
 from lynx_edge.runtime.scheduler import Scheduler
 
 Messages = str | Sequence[dict[str, str]]
@@ -339,7 +339,7 @@ class Engine:
 def _no_probe_hint() -> str:
     return (
         "early exits use the training-free policy, with no risk guarantee; make a probe for this model with "
-        "`python -m tools make-probe` (tools/README.md, GPU-box guide)"
+        "`lynx-edge probe make` (tools/README.md, GPU-box guide)"
     )
 
 

@@ -35,11 +35,11 @@ from lynx_edge.events import (
     TokenLogprob,
 )
 from lynx_edge.runtime.cues import CueMatch, CueMatcher, cue_label
-from lynx_edge.runtime.exits import Decision, NoExit, ProbeExit, TrialExit
-from lynx_edge.runtime.forced_exit import BOXED_ANSWER_TOKENS, BoxedAnswer, forced_answer
+from lynx_edge.runtime.forced_answers import BOXED_ANSWER_TOKENS, BoxedAnswer, forced_answer
 from lynx_edge.runtime.ledger import TokenLedger
 from lynx_edge.runtime.llama_backend import BatchItem, BatchOut, Grammar, LlamaBackend, Sampler, SamplingSettings
 from lynx_edge.runtime.options import ExitStyle
+from lynx_edge.runtime.policies import Decision, NoExit, ProbeExit, TrialExit
 from lynx_edge.runtime.scheduler import Slot, Step
 from lynx_edge.runtime.stream import StreamGate
 

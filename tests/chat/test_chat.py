@@ -256,7 +256,7 @@ async def test_a_model_without_a_probe_says_so_and_names_its_policy(reasoner: Pa
     app = RecordingApp(lambda: Engine(reasoner, probe=None, n_threads=2), store=ChatStore(tmp_path / "c.sqlite3"))
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await ready(pilot)
-        assert any("no probe matches" in n and "make-probe" in n for n in app.notices)
+        assert any("no probe matches" in n and "lynx-edge probe make" in n for n in app.notices)
         assert "training-free exit (consistency k 2), no risk guarantee" in app.sub_title
 
 

@@ -81,7 +81,7 @@ def test_a_model_without_a_probe_says_so_once(reasoner: Path) -> None:
     """Any model without a matching probe: one plain notice, and the training-free policy runs."""
     code, out, err = invoke("run", PROBLEM, "--model", str(reasoner), "--no-probe")
     assert code == 0
-    assert err.count("no probe matches") == 1 and "python -m tools make-probe" in err
+    assert err.count("no probe matches") == 1 and "lynx-edge probe make" in err
     assert "(consistency" in err  # the policy that exited is named
 
 

@@ -15,9 +15,10 @@ from helpers import HMM_INDEX, R1_THINKING, WAIT_INDEX
 from lynx_edge.errors import SettingError
 from lynx_edge.events import CueScored, Reply
 from lynx_edge.runtime.engine import Engine
-from lynx_edge.runtime.forced_exit import forced_answer, run_alone
+from lynx_edge.runtime.forced_answers import forced_answer
 from lynx_edge.runtime.llama_backend import json_grammar, plain_llama
 from lynx_edge.runtime.options import GenerationOptions
+from lynx_edge.runtime.replay import run_alone
 
 QUESTION = "What is 2+2?"
 PROBLEM = "Elena buys 8 cards for 23 dollars each and pays with 200 dollars. How much change does Elena get?"

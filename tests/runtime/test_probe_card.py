@@ -10,10 +10,10 @@ import pytest
 from helpers import make_probe
 
 from lynx_edge.errors import ProbeError
+from lynx_edge.lab.export import write_mlp_onnx
 from lynx_edge.runtime.model_info import ModelInfo, weights_fingerprint
 from lynx_edge.runtime.onnx_probe import OnnxProbe
 from lynx_edge.runtime.probe_card import ProbeCard
-from lynx_edge.runtime.probe_export import write_mlp_onnx
 
 INFO = ModelInfo("m.gguf", "Test", "llama", 8, 4, 100, 512, "abcd", "w1")
 

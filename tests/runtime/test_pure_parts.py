@@ -7,8 +7,8 @@ import pytest
 
 from lynx_edge.display import SessionTotals, savings_text
 from lynx_edge.events import AnswerDelta, CueScored, Reply, Savings, ThinkingDelta
-from lynx_edge.runtime.exits import TrialExit, normalize_answer
-from lynx_edge.runtime.policy import ExitRule
+from lynx_edge.runtime.policies import TrialExit, normalize_answer
+from lynx_edge.runtime.rules import ExitRule
 from lynx_edge.runtime.threads import ThreadGovernor, threads_for
 
 

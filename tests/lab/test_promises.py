@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import beta as beta_dist
 from scipy.stats import binom
 
-from lynx_edge.runtime.conformal import (
+from lynx_edge.lab.risk import (
     loss_intervals,
     ltt_threshold,
     pac_quantile,

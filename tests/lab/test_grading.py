@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lynx_edge.tasks.grading import extract_answer, grade, last_boxed
+from lynx_edge.lab.grading import extract_answer, grade, last_boxed
 
 
 @pytest.mark.parametrize(

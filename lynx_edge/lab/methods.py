@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from lynx_edge.runtime.exits import normalize_answer
-from lynx_edge.runtime.policy import ExitRule
+from lynx_edge.runtime.policies import normalize_answer
+from lynx_edge.runtime.rules import ExitRule
 
 FULL = "full"
 ORACLE = "oracle"

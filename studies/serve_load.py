@@ -1,6 +1,6 @@
 """Load and fuzz a real `lynx-edge serve` on 127.0.0.1 (issue-sized, bounded in time).
 
-    python bench/serve_load.py --out bench/results/serve-load.json
+    python studies/serve_load.py --out studies/results/serve-load.json
 
 Starts the server in a child process for each ``--parallel`` setting, then:
 

@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from lynx_edge.cli.probe import probe as main
 from lynx_edge.display import stats_line
 from lynx_edge.events import CueScored, Reply
+from lynx_edge.lab.collection import Collection
+from lynx_edge.lab.problems import load_problems, trace_seed
 from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.onnx_probe import OnnxProbe
 from lynx_edge.runtime.options import GenerationOptions
-from lynx_edge.runtime.policy import select_rule
 from lynx_edge.runtime.probe_card import ProbeCard
-from lynx_edge.tasks.problems import load_problems, trace_seed
-from tools.__main__ import main
-from tools.collection import Collection
+from lynx_edge.runtime.rules import select_rule
 
 N_PROBLEMS = 40
 
@@ -44,7 +44,7 @@ def tools(*args: object) -> tuple[int, str]:
 
 
 def collect(model: Path, data: Path, out: Path, *more: object, max_tokens: int = 64) -> tuple[int, str]:
-    """`python -m tools collect` of ``data`` on ``model`` into ``out``."""
+    """`lynx-edge probe collect` of ``data`` on ``model`` into ``out``."""
     return tools("collect", "--model", model, "-d", data, "-o", out, "--max-tokens", max_tokens, *more)
 
 
@@ -222,7 +222,7 @@ def test_make_probe_runs_the_whole_path(tiny_r1: Path, tmp_path: Path) -> None:
     """One command: collect, train, calibrate, and the card printed."""
     data = corpus(tmp_path / "c.jsonl", 24)
     code, out = tools(
-        "make-probe",
+        "make",
         "--model",
         tiny_r1,
         "-d",
@@ -282,8 +282,8 @@ def test_train_needs_both_kinds_of_exit(tiny_r1: Path, tmp_path: Path) -> None:
 def test_auto_picks_the_probe_that_cross_validates_better(tmp_path: Path) -> None:
     """Few events, many features, one informative direction: the linear probe generalises
     and `auto` picks it by cross-validation on the train split alone; its ONNX file agrees."""
-    from tools.collection import SplitEvents
-    from tools.train import export, train_probe
+    from lynx_edge.lab.collection import SplitEvents
+    from lynx_edge.lab.train import export, train_probe
 
     rng = np.random.default_rng(0)
     n, d = 300, 400

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from lynx_edge.runtime.conformal import (
+from lynx_edge.lab.risk import (
     binomial_cdf,
     hoeffding_bentkus_p_value,
     loss_intervals,

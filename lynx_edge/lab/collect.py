@@ -27,17 +27,17 @@ from typing import Any
 import click
 
 from lynx_edge.events import GenerationResult
+from lynx_edge.lab.collection import Collection, done_ids
+from lynx_edge.lab.grading import grade
+from lynx_edge.lab.problems import Problem, data_label, load_many, order, trace_seed
 from lynx_edge.runtime.conditions import Conditions
 from lynx_edge.runtime.engine import Engine
-from lynx_edge.runtime.forced_exit import BOXED_ANSWER_TOKENS, forced_answer
+from lynx_edge.runtime.forced_answers import BOXED_ANSWER_TOKENS, forced_answer
 from lynx_edge.runtime.generation import CueFeatures
 from lynx_edge.runtime.llama_backend import gpu_offload
 from lynx_edge.runtime.options import ExitStyle, GenerationOptions
 from lynx_edge.runtime.probe_card import model_fingerprint
 from lynx_edge.runtime.scheduler import Slot, Step
-from lynx_edge.tasks.grading import grade
-from lynx_edge.tasks.problems import Problem, data_label, load_many, order, trace_seed
-from tools.collection import Collection, done_ids
 
 FORCED_ANSWER_TOKENS = BOXED_ANSWER_TOKENS  # the runtime's boxed-exit answer cap
 Echo = Callable[..., None]

@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from lynx_edge.tasks.problems import Kind
+from lynx_edge.lab.problems import Kind
 
 _NUM = r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+"
 

@@ -1,6 +1,6 @@
 """Free thinking, strict answers: the same problems with and without a JSON-schema answer.
 
-    python bench/structured.py -d data/synthetic/test.jsonl --limit 100 --out bench/results/structured.json
+    python studies/structured.py -d data/synthetic/test.jsonl --limit 100 --out studies/results/structured.json
 
 For each problem, greedy, same seed: once unconstrained (the model writes ``\\boxed{N}``),
 once with the schema ``{"answer": integer}`` (the thinking free, the answer under llama.cpp's
@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 from lynx_edge.events import AnswerDelta, Done
+from lynx_edge.lab.grading import last_boxed
+from lynx_edge.lab.problems import load_problems, order
 from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.llama_backend import json_grammar
 from lynx_edge.runtime.options import GenerationOptions
-from lynx_edge.tasks.grading import last_boxed
-from lynx_edge.tasks.problems import load_problems, order
 
 SCHEMA = {
     "type": "object",

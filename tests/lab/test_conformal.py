@@ -7,12 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from lynx_edge.runtime.conformal import (
-    class_conditional_quantiles,
-    conformal_quantile,
-    per_cue_exits,
-    per_cue_threshold,
-)
+from lynx_edge.lab.risk import class_conditional_quantiles, conformal_quantile
+from lynx_edge.runtime.rules import per_cue_exits, per_cue_threshold
 
 
 def brute_quantile(scores: list[float], delta: float) -> float:

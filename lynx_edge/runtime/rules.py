@@ -20,10 +20,19 @@ from typing import Any
 import numpy as np
 
 from lynx_edge.errors import SettingError
-from lynx_edge.runtime.conformal import per_cue_exits, per_cue_threshold
 from lynx_edge.runtime.options import MODES, Mode, check_alpha
 
 Calibration = dict[str, Sequence[dict[str, Any]]]  # a card's ``calibration``: per_cue and per_answer entries
+
+
+def per_cue_exits(p: float | np.ndarray, q_pos: float, q_neg: float) -> bool | np.ndarray:
+    """Exit iff the prediction set is {1}: p ≥ 1 − q_pos and p > q_neg."""
+    return (1.0 - np.asarray(p) <= q_pos) & (np.asarray(p) > q_neg)
+
+
+def per_cue_threshold(q_pos: float, q_neg: float) -> float:
+    """The score a cue must clear to exit, for display (above 1 means never)."""
+    return max(1.0 - q_pos, q_neg)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lynx_edge.tasks.run_dir import RunDir, RunDirError
+from lynx_edge.lab.run_dir import RunDir, RunDirError
 
 SPLITS = ("train", "cal", "test")
 TRACES = "traces.jsonl"
@@ -57,7 +57,7 @@ class Collection(RunDir):
 
     @property
     def make_hint(self) -> str:  # type: ignore[override]
-        return f"run `python -m tools collect --out {self.root}` first"
+        return f"run `lynx-edge probe collect --out {self.root}` first"
 
     def start(self, manifest: dict[str, Any], *, may_change=("data",)) -> None:
         super().start(manifest, may_change=may_change)
@@ -147,7 +147,7 @@ class Collection(RunDir):
     def load_split(self, split: str) -> SplitEvents:
         path = self.root / f"{split}.npz"
         if not path.is_file():
-            raise CollectionError(f"{path} is missing: finish `python -m tools collect --out {self.root}` first")
+            raise CollectionError(f"{path} is missing: finish `lynx-edge probe collect --out {self.root}` first")
         with np.load(path) as data:
             return SplitEvents(**{k: data[k] for k in data.files})
 

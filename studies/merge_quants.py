@@ -1,6 +1,6 @@
 """Which quantization should the merged reasoner be? Speed and accuracy of each candidate.
 
-    python bench/merge_quants.py --problems 60 --out bench/results/merge-quants.json
+    python studies/merge_quants.py --problems 60 --out studies/results/merge-quants.json
 
 The reasoner is SmolLM2-135M-Instruct Q4_1 plus the shipped LoRA, merged once into one GGUF
 (``adapters.write_merged``; the probe belongs to that exact file). This merges the adapter into
@@ -20,14 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from adapter_speed import prompt  # the reasoner's prompt, as bench/adapter_speed.py times it
+from adapter_speed import prompt  # the reasoner's prompt, as studies/adapter_speed.py times it
 
+from lynx_edge.lab.grading import grade
+from lynx_edge.lab.problems import load_problems
 from lynx_edge.runtime.adapters import adapter_path, sha256_of, write_merged
 from lynx_edge.runtime.llama_backend import plain_llama
 from lynx_edge.runtime.model_files import packaged_file
 from lynx_edge.runtime.presets import PRESETS
-from lynx_edge.tasks.grading import grade
-from lynx_edge.tasks.problems import load_problems
 
 PRESET = PRESETS["smollm2-135m-reasoner"]
 CANDIDATES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")

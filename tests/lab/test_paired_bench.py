@@ -14,7 +14,10 @@ import pytest
 from click.testing import CliRunner
 from helpers import CONSTANT_CALIBRATION, HMM_INDEX, R1_SCRIPT, hmm_not_wait_weights, make_probe
 
-from lynx_edge.bench.methods import (
+from lynx_edge.cli import main
+from lynx_edge.events import result_of
+from lynx_edge.lab.grading import grade
+from lynx_edge.lab.methods import (
     CueRecord,
     budget_cut,
     consistency_exit,
@@ -24,12 +27,9 @@ from lynx_edge.bench.methods import (
     pareto_front,
     summarize,
 )
-from lynx_edge.cli import main
-from lynx_edge.events import result_of
+from lynx_edge.lab.problems import load_problems, trace_seed
 from lynx_edge.runtime.engine import Engine
-from lynx_edge.runtime.policy import ExitRule
-from lynx_edge.tasks.grading import grade
-from lynx_edge.tasks.problems import load_problems, trace_seed
+from lynx_edge.runtime.rules import ExitRule
 
 THINKING_TOKENS = R1_SCRIPT.index("</think>")  # generated tokens up to and including </think>
 

@@ -1,6 +1,6 @@
 """Decode speed of the embedded reasoner's two possible forms against its base model.
 
-    python bench/adapter_speed.py --rounds 5 --out bench/results/adapter-speed.json
+    python studies/adapter_speed.py --rounds 5 --out studies/results/adapter-speed.json
 
 The reasoner is SmolLM2-135M-Instruct Q4_1 plus a shipped LoRA adapter. llama.cpp can apply the
 adapter at load time (the base's Q4_1 weights plus B·A on every decode), or lynx-edge can merge
@@ -17,11 +17,11 @@ import statistics
 import time
 from pathlib import Path
 
+from lynx_edge.lab.problems import load_problems
 from lynx_edge.runtime.adapters import adapter_path
 from lynx_edge.runtime.llama_backend import plain_llama
 from lynx_edge.runtime.model_files import packaged_file, preset_file
 from lynx_edge.runtime.presets import PRESETS
-from lynx_edge.tasks.problems import load_problems
 
 SYSTEM = PRESETS["smollm2-135m-reasoner"].scaffold[0]["content"]
 

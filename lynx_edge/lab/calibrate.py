@@ -30,18 +30,18 @@ from typing import Any
 import numpy as np
 
 from lynx_edge.errors import ProbeError
-from lynx_edge.runtime.conditions import Conditions
-from lynx_edge.runtime.conformal import (
+from lynx_edge.lab.collection import Collection
+from lynx_edge.lab.risk import (
     loss_intervals,
     ltt_thresholds,
     premature_counts,
     trace_level_quantiles,
 )
+from lynx_edge.lab.train import TRAINING, scores
+from lynx_edge.runtime.conditions import Conditions
 from lynx_edge.runtime.onnx_probe import OnnxProbe
-from lynx_edge.runtime.policy import ExitRule, card_rules
 from lynx_edge.runtime.probe_card import CARD_NAME, ProbeCard
-from tools.collection import Collection
-from tools.train import TRAINING, scores
+from lynx_edge.runtime.rules import ExitRule, card_rules
 
 DELTAS = (0.01, 0.02, 0.03, 0.05, 0.10, 0.20, 0.30)
 ALPHAS = (0.01, 0.02, 0.03, 0.05, 0.10, 0.20)
@@ -287,7 +287,7 @@ def _check_probe(probe_dir: Path, manifest: dict[str, Any]) -> None:
     training = probe_dir / TRAINING
     if not (probe_dir / "probe.onnx").is_file():
         raise ProbeError(
-            f"no probe.onnx in {probe_dir}: run `python -m tools train` first (or calibrate --score trial)"
+            f"no probe.onnx in {probe_dir}: run `lynx-edge probe train` first (or calibrate --score trial)"
         )
     if training.is_file():
         made_for = json.loads(training.read_text()).get("fingerprint")

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lynx_edge.bench.methods import FULL, ORACLE, pareto_front
 from lynx_edge.errors import SettingError
+from lynx_edge.lab.methods import FULL, ORACLE, pareto_front
 
 COLUMNS = (
     ("method", "method", "{}"),

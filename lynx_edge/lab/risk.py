@@ -16,6 +16,9 @@ Both need *independent* scores, and the cues of one trace are not: a trace with 
 several wrong cues with alike scores. ``trace_level_quantiles`` therefore draws one event of
 each class per trace (seeded), so the scores are i.i.d. across traces, and the promise is
 about a wrong cue chosen at random within a random trace.
+
+The offline half of the method: the runtime reads the thresholds these write on the card
+(``runtime.rules`` judges a score against them).
 """
 
 from __future__ import annotations
@@ -88,16 +91,6 @@ def trace_level_quantiles(
     probs, labels = one_per_trace(traces, seed)
     q_pos, q_neg = class_conditional_quantiles(probs, labels, delta, confidence=confidence)
     return q_pos, q_neg, int(labels.sum()), int((~labels).sum())
-
-
-def per_cue_exits(p: float | np.ndarray, q_pos: float, q_neg: float) -> bool | np.ndarray:
-    """Exit iff the prediction set is {1}: p ≥ 1 − q_pos and p > q_neg."""
-    return (1.0 - np.asarray(p) <= q_pos) & (np.asarray(p) > q_neg)
-
-
-def per_cue_threshold(q_pos: float, q_neg: float) -> float:
-    """The score a cue must clear to exit, for display (above 1 means never)."""
-    return max(1.0 - q_pos, q_neg)
 
 
 # ---- per-answer risk control: Learn-then-Test with fixed-sequence testing -------------------

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lynx_edge.runtime.onnx_probe import OnnxProbe
-from lynx_edge.runtime.policy import ExitRule
+from lynx_edge.runtime.rules import ExitRule
 
 TrialKind = Literal["deer", "consistency"]
-MAKE_PROBE_HINT = "make a probe to get one: python -m tools make-probe --model MODEL -d DATA.jsonl -o probes/NAME"
+MAKE_PROBE_HINT = "make a probe to get one: lynx-edge probe make --model MODEL -d DATA.jsonl -o probes/NAME"
 
 # Measured on the embedded reasoner with its probe removed (README "Training-free exits").
 DEFAULT_TRIAL: TrialKind = "consistency"

@@ -40,7 +40,10 @@ from typing import Any
 import click
 import numpy as np
 
-from lynx_edge.bench.methods import (
+from lynx_edge.errors import SettingError
+from lynx_edge.events import result_of
+from lynx_edge.lab.grading import grade
+from lynx_edge.lab.methods import (
     FULL,
     ORACLE,
     CueRecord,
@@ -57,18 +60,16 @@ from lynx_edge.bench.methods import (
     oracle_exit,
     summarize,
 )
-from lynx_edge.errors import SettingError
-from lynx_edge.events import result_of
+from lynx_edge.lab.problems import Problem, data_label, trace_seed
+from lynx_edge.lab.run_dir import RunDir
 from lynx_edge.runtime.boundaries import soft_cut
 from lynx_edge.runtime.engine import Engine
-from lynx_edge.runtime.forced_exit import BOXED_ANSWER_TOKENS, ForcedAnswer, TraceReplayer
+from lynx_edge.runtime.forced_answers import BOXED_ANSWER_TOKENS, ForcedAnswer
 from lynx_edge.runtime.generation import CueFeatures
 from lynx_edge.runtime.ledger import TokenLedger
 from lynx_edge.runtime.options import EXIT_STYLES, ExitStyle, GenerationOptions
 from lynx_edge.runtime.probe_card import model_fingerprint
-from lynx_edge.tasks.grading import grade
-from lynx_edge.tasks.problems import Problem, data_label, trace_seed
-from lynx_edge.tasks.run_dir import RunDir
+from lynx_edge.runtime.replay import TraceReplayer
 
 TRACES, PROBLEMS = "traces.jsonl", "problems.jsonl"
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from lynx_edge.errors import SettingError
-from lynx_edge.runtime.policy import calibrated_levels, check_alpha, select_rule
+from lynx_edge.runtime.rules import calibrated_levels, check_alpha, select_rule
 
 CAL = {
     "per_cue": [

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from lynx_edge.errors import LynxError
+from lynx_edge.lab.collection import Collection, SplitEvents
+from lynx_edge.lab.export import write_mlp_onnx
 from lynx_edge.runtime.onnx_probe import OnnxProbe
-from lynx_edge.runtime.probe_export import write_mlp_onnx
-from tools.collection import Collection, SplitEvents
 
 ONNX_TOLERANCE = 1e-5
 TRAINING = "training.json"

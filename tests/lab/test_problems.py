@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lynx_edge.errors import DataError
-from lynx_edge.tasks.problems import load_many, load_problems
+from lynx_edge.lab.problems import load_many, load_problems
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 
