@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from lynx_edge.events import CueScored, GenerationResult, Savings
 from lynx_edge.runtime.conditions import Conditions
+from lynx_edge.runtime.onnx_probe import provider_for
 from lynx_edge.runtime.probe_card import ProbeCard
 from lynx_edge.runtime.rules import per_cue_threshold
 
@@ -109,6 +110,13 @@ class SessionTotals:
         return text
 
 
+def probe_device_words(card: ProbeCard) -> str:
+    """Where the card's probe runs on this machine with ``--probe-device auto``."""
+    if card.onnx_path is None:
+        return "nothing (a trial-score card has no probe)"
+    return f"{provider_for('auto', card.onnx_path)} here (--probe-device auto)"
+
+
 def describe_card(card: ProbeCard) -> str:
     """A probe card for people: identity, features, the promise of every calibrated entry,
     and the test metrics as a table."""
@@ -125,7 +133,7 @@ def describe_card(card: ProbeCard) -> str:
             f"features   layers {card.layers or '—'}{' + final norm' if card.final_norm else ''} "
             f"→ {card.feature_dim} dims"
         )
-        lines.append(f"onnx       {card.onnx}")
+        lines.append(f"onnx       {card.onnx} · runs on {probe_device_words(card)}")
     lines += [f"cues       {', '.join(repr(c) for c in card.cues)}", f"exit text  {card.exit_text!r}"]
     if card.default_alpha is not None:
         lines.append(f"default α  {card.default_alpha:g}")

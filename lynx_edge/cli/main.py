@@ -32,7 +32,7 @@ def prepare_model(model: str | None) -> None:
         resolve_model(model)
 
 
-def load_engine(model, probe, no_probe, alpha, mode, n_ctx, threads, *, parallel: int = 1):  # noqa: ANN001, ANN201
+def load_engine(model, probe, no_probe, alpha, mode, n_ctx, threads, probe_device, *, parallel: int = 1):  # noqa: ANN001, ANN201
     from lynx_edge.runtime.engine import Engine
 
     return Engine(
@@ -43,11 +43,13 @@ def load_engine(model, probe, no_probe, alpha, mode, n_ctx, threads, *, parallel
         n_ctx=n_ctx,
         n_threads=threads,
         parallel=parallel,
+        probe_device=probe_device,
     )
 
 
 def engine_args(kwargs: dict[str, Any]) -> tuple:
-    return tuple(kwargs.pop(k) for k in ("model", "probe", "no_probe", "alpha", "mode", "n_ctx", "threads"))
+    keys = ("model", "probe", "no_probe", "alpha", "mode", "n_ctx", "threads", "probe_device")
+    return tuple(kwargs.pop(k) for k in keys)
 
 
 def options_from(kwargs: dict[str, Any]):  # noqa: ANN201 - GenerationOptions
@@ -186,8 +188,10 @@ def chat(max_tokens: int | None, no_measure_savings: bool, **kwargs: Any) -> Non
 @main.command()
 def models() -> None:
     """List model presets (which have a shipped probe) and the GGUF files on this machine."""
+    from lynx_edge.display import probe_device_words
     from lynx_edge.runtime.model_files import cache_dir, default_probe, local_file
     from lynx_edge.runtime.presets import DEFAULT_PRESET, PRESETS
+    from lynx_edge.runtime.probe_card import ProbeCard
 
     known = set()
     for name, preset in PRESETS.items():
@@ -199,10 +203,12 @@ def models() -> None:
             where = f"{preset.package} + shipped adapter (merged on first use)"
         else:
             where = f"hub: {preset.hf_repo}/{preset.hf_file} (pulled on first use)"
-        probe = "probe ✓" if default_probe(preset) else "no probe"
+        probe_dir = default_probe(preset)
         mark = "*" if name == DEFAULT_PRESET else " "
-        click.echo(f"{mark} {name:32} {probe:9} {preset.description}")
+        click.echo(f"{mark} {name:32} {'probe ✓' if probe_dir else 'no probe':9} {preset.description}")
         click.echo(f"  {'':32} {'':9} {where}")
+        if probe_dir:
+            click.echo(f"  {'':32} {'':9} probe runs on {probe_device_words(ProbeCard.load(probe_dir))}")
     cached = sorted(cache_dir().rglob("*.gguf")) if cache_dir().is_dir() else []
     for path in (p for p in cached if p not in known):
         click.echo(f"  {path.name:32} {'':9} {path}")

@@ -88,6 +88,14 @@ def model_options(func: F) -> F:
                 help="CPU threads for llama.cpp (default: the physical cores no other busy process wants, "
                 "re-checked as it runs).",
             ),
+            click.option(
+                "--probe-device",
+                type=click.Choice(["auto", "cpu", "coreml"]),
+                default="auto",
+                show_default=True,
+                help="Where the probe runs: auto keeps small probes on the CPU (faster than a CoreML "
+                "dispatch) and moves large ones to CoreML on macOS.",
+            ),
         ],
         func,
     )

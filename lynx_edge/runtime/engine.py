@@ -24,7 +24,7 @@ from lynx_edge.runtime.cues import CueMatcher
 from lynx_edge.runtime.generation import FeatureSink, Generation, Plan, Policy
 from lynx_edge.runtime.llama_backend import LlamaBackend, SamplingSettings
 from lynx_edge.runtime.model_files import default_probe, resolve_model
-from lynx_edge.runtime.onnx_probe import OnnxProbe
+from lynx_edge.runtime.onnx_probe import OnnxProbe, ProbeDevice
 from lynx_edge.runtime.options import ExitStyle, GenerationOptions, Mode, check_alpha
 from lynx_edge.runtime.policies import DEFAULT_LEVELS, DEFAULT_TRIAL, NoExit, ProbeExit, TrialExit
 from lynx_edge.runtime.presets import ModelPreset
@@ -50,10 +50,12 @@ class Engine:
         n_ctx: int | None = None,
         n_threads: int | None = None,
         parallel: int = 1,
+        probe_device: ProbeDevice = "auto",
     ) -> None:
         """``probe="auto"`` uses the shipped probe made for exactly this model when there is
         one; ``None`` runs without a probe. ``parallel`` is how many generations a scheduler
-        may run at once (each gets its own slot in the KV cache)."""
+        may run at once (each gets its own slot in the KV cache). ``probe_device`` says where
+        the probe runs (``onnx_probe.choose_provider``)."""
         if alpha is not None:
             check_alpha(alpha)
         if parallel < 1:
@@ -77,7 +79,11 @@ class Engine:
             capture_final=card.final_norm if card else True,
         )
         self._settle_card(auto_card)
-        self.probe = OnnxProbe(self.card.onnx_path, self.card.feature_dim) if self.card and self.card.onnx else None
+        self.probe = (
+            OnnxProbe(self.card.onnx_path, self.card.feature_dim, device=probe_device)
+            if self.card and self.card.onnx
+            else None
+        )
         default_alpha = self.card.default_alpha if self.card and self.card.default_alpha else DEFAULT_ALPHA
         self.alpha = alpha if alpha is not None else default_alpha
         self.mode = mode

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from lynx_edge.cli.probe import probe as main
 from lynx_edge.display import stats_line
+from lynx_edge.errors import ProbeError
 from lynx_edge.events import CueScored, Reply
 from lynx_edge.lab.collection import Collection
 from lynx_edge.lab.problems import load_problems, trace_seed
@@ -383,3 +384,15 @@ def test_calibrate_refuses_two_collections_in_the_same_conditions(made_probe: di
         (probe / name).write_bytes((made_probe["probe"] / name).read_bytes())
     code, out = tools("calibrate", made_probe["collection"], made_probe["collection"], "-p", probe, "--draws", 0)
     assert code == 1 and "same conditions" in out
+
+
+def test_probe_device_reaches_the_probe(made_probe: dict[str, Path], tiny_r1: Path) -> None:
+    """--probe-device goes through the engine to onnxruntime: CoreML on a machine without it is
+    a one-line error; cpu runs the probe on the CPU provider."""
+    with pytest.raises(ProbeError, match="CoreML is not available"):
+        Engine(tiny_r1, probe=made_probe["probe"], probe_device="coreml", n_ctx=256)
+    engine = Engine(tiny_r1, probe=made_probe["probe"], probe_device="cpu", n_ctx=256)
+    try:
+        assert engine.probe is not None and engine.probe.providers == ["CPUExecutionProvider"]
+    finally:
+        engine.close()
