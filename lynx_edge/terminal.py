@@ -33,7 +33,7 @@ class RunPrinter:
             self._err(cue_marker(event), fg="cyan")
         elif isinstance(event, ExitTaken):
             what = (
-                f"thinking closed to keep {event.token_index} tokens' room for the answer"
+                f"thinking closed at token {event.token_index} to keep room for the answer"
                 if event.policy == "budget"
                 else f"thinking cut at '{event.cue}' ({event.policy})"
             )

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lynx_edge.errors import DataError
+from lynx_edge.runtime.presets import MATH_INSTRUCTION
 
 Kind = Literal["number", "integer", "math", "choice", "text"]
 Split = Literal["train", "cal", "test"]
 
-MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 CHOICE_INSTRUCTION = "Answer with the letter of the correct choice, and put it within \\boxed{}."
 
 

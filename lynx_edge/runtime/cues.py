@@ -56,14 +56,6 @@ class CueMatcher:
             found.append(CueMatch(cue, m.start(), m.end(), open_end))
         return found
 
-    @staticmethod
-    def resolve_open(text: str, match: CueMatch) -> bool | None:
-        """For an open match: True once the next character ends the word, False if the word
-        goes on ("Waiting"), None while nothing follows it yet."""
-        if len(text) <= match.end:
-            return None
-        return not _is_word_char(text[match.end])
-
     def partial_start(self, text: str) -> int:
         """Start of the longest tail of ``text`` that could still grow into a cue, or
         ``len(text)``: the stream holds that tail back so an exit never shows cue text."""

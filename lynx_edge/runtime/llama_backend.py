@@ -532,10 +532,6 @@ class LlamaBackend:
         """What sequence 0 holds (the single-request sequence)."""
         return self.seqs[0]
 
-    @property
-    def n_past(self) -> int:
-        return len(self.seqs[0])
-
     def truncate(self, n: int, seq: int = 0) -> None:
         """Drop every KV entry of ``seq`` from position ``n`` on (a cue rollback, a new
         turn's divergence)."""

@@ -1,7 +1,9 @@
 """One generation's options: a frozen object validated once, where it is made.
 
 The CLI, the chat, the server and the Python API all build a ``GenerationOptions`` and hand
-it to ``Engine.generate``; nothing downstream re-checks a value. The literal types below are
+it to ``Engine.generate``. Ranges are checked here; ``Engine.plan`` adds the checks that need
+the model (context size, vocabulary, grammar), and the CLI's click types and the server's
+schema check some of the same ranges at their own edge first. The literal types below are
 also where click's choices and the server's schema come from.
 """
 
