@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lynx_edge.errors import LynxError
 from lynx_edge.runtime.model_files import data_dir
+
+
+class StoreError(LynxError):
+    """A chat history this version cannot open."""
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chats (
@@ -36,6 +42,11 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_chat ON messages(chat_id, id);
 """
+# MIGRATIONS[n] takes a database from schema version n to n + 1 (``PRAGMA user_version``).
+# Version 0 is a new file or one written before the store was versioned, whose tables are
+# already version 1's: creating what is missing is the whole step.
+MIGRATIONS: tuple[str, ...] = (SCHEMA,)
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @dataclass
@@ -71,7 +82,20 @@ class ChatStore:
         self.db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: each write lands
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring the file to ``SCHEMA_VERSION``, one step per version, each in a transaction;
+        refuse a file a newer lynx-edge wrote rather than lose what it holds."""
+        version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            self.db.close()
+            raise StoreError(
+                f"the chat history {self.path} was written by a newer lynx-edge (schema {version}, this one "
+                f"reads up to {SCHEMA_VERSION}): upgrade lynx-edge"
+            )
+        for step in range(version, SCHEMA_VERSION):
+            self.db.executescript(f"BEGIN; {MIGRATIONS[step]} PRAGMA user_version = {step + 1}; COMMIT;")
 
     def new_chat(self, title: str, model: str, probe: str | None) -> int:
         now = time.time()
