@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from lynx_edge.events import CueScored, GenerationResult, Savings
-from lynx_edge.runtime.conditions import Conditions
+from lynx_edge.runtime.conditions import conditions_words
 from lynx_edge.runtime.onnx_probe import provider_for
 from lynx_edge.runtime.probe_card import ProbeCard
 from lynx_edge.runtime.rules import per_cue_threshold
@@ -137,11 +137,8 @@ def describe_card(card: ProbeCard) -> str:
     lines += [f"cues       {', '.join(repr(c) for c in card.cues)}", f"exit text  {card.exit_text!r}"]
     if card.default_alpha is not None:
         lines.append(f"default α  {card.default_alpha:g}")
-    sets = [{"conditions": card.conditions, "calibration": card.calibration, "metrics": card.metrics}]
-    for one in [*sets, *card.condition_sets]:
-        conditions = one["conditions"]
-        words = Conditions.from_json(conditions).words() if conditions else "not recorded (every request: estimate)"
-        lines += ["", f"holds in   {words}", *_calibration_lines(one["calibration"])]
+    for one in card.all_condition_sets:
+        lines += ["", f"holds in   {conditions_words(one['conditions'])}", *_calibration_lines(one["calibration"])]
         if one["metrics"]:
             lines += ["", *metrics_table(one["metrics"])]
     if card.warning:

@@ -12,7 +12,7 @@ The score is the probe's output on each cue's features, or (``--score trial``) t
 of the exit answer at the cue — DEER's training-free score, which then carries a risk level
 without any probe. Everything the card says is derived from the held-out traces' scores,
 labels and token counts, which are written beside the card (``events.json``), so
-``calibrate --events`` re-derives the card bit for bit from the repository. ``--draws N``
+``calibrate -p DIR`` without a collection re-derives the card bit for bit from the repository. ``--draws N``
 checks the promises: N calibration sets drawn from the pooled held-out traces (the pool as
 the population), each rule's realised rate measured on the whole pool, and the share of draws
 where it exceeded its level reported with a 95 % interval.
@@ -38,7 +38,7 @@ from lynx_edge.lab.risk import (
     trace_level_quantiles,
 )
 from lynx_edge.lab.train import TRAINING, scores
-from lynx_edge.runtime.conditions import Conditions
+from lynx_edge.runtime.conditions import conditions_words
 from lynx_edge.runtime.onnx_probe import OnnxProbe
 from lynx_edge.runtime.probe_card import CARD_NAME, ProbeCard
 from lynx_edge.runtime.rules import ExitRule, card_rules
@@ -442,12 +442,10 @@ def _read_training(probe_dir: Path) -> dict[str, Any] | None:
 def report_card(card: ProbeCard) -> str:
     """The card's calibration and test metrics as a few readable lines (what calibrate prints),
     one block per condition set."""
-    sets = [{"conditions": card.conditions, "calibration": card.calibration, "metrics": card.metrics}]
     lines: list[str] = []
-    for one in [*sets, *card.condition_sets]:
-        if len(card.calibrations) > 1:
-            words = Conditions.from_json(one["conditions"]).words() if one["conditions"] else "not recorded"
-            lines.append(f"conditions: {words}")
+    for one in card.all_condition_sets:
+        if card.condition_sets:
+            lines.append(f"conditions: {conditions_words(one['conditions'])}")
         lines.extend(_report_set(one["calibration"], one["metrics"]))
     return "\n".join(lines)
 

@@ -34,6 +34,7 @@ from lynx_edge.runtime.conditions import Conditions
 from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.forced_answers import BOXED_ANSWER_TOKENS, forced_answer
 from lynx_edge.runtime.generation import CueFeatures
+from lynx_edge.runtime.ledger import token_texts
 from lynx_edge.runtime.llama_backend import gpu_offload
 from lynx_edge.runtime.options import ExitStyle, GenerationOptions
 from lynx_edge.runtime.probe_card import model_fingerprint
@@ -135,13 +136,13 @@ class Collector:
         trace = b.seqs[slot.main][n_prompt:]
         full = grade(result.answer, problem.gold, problem.kind)
         rows, cue_records = [], []
+        texts = token_texts(b.piece, trace, e.think_close) if cues else []
         for cue in cues:
             b.branch(slot.main, slot.branch, n_prompt + cue.cut)
-            thinking = b"".join(b.piece(t) for t in trace[: cue.cut]).decode("utf-8", errors="replace")
             forced = yield from forced_answer(
                 b,
                 slot.branch,
-                e.exit_text_for(self.exit_style, thinking),
+                e.exit_text_for(self.exit_style, "".join(texts[: cue.cut])),
                 e.think_close,
                 max_tokens=FORCED_ANSWER_TOKENS,
             )

@@ -66,8 +66,8 @@ from lynx_edge.runtime.boundaries import soft_cut
 from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.forced_answers import BOXED_ANSWER_TOKENS, ForcedAnswer
 from lynx_edge.runtime.generation import CueFeatures
-from lynx_edge.runtime.ledger import TokenLedger
-from lynx_edge.runtime.options import EXIT_STYLES, ExitStyle, GenerationOptions
+from lynx_edge.runtime.ledger import token_texts
+from lynx_edge.runtime.options import ExitStyle, GenerationOptions, check_exit_style
 from lynx_edge.runtime.probe_card import model_fingerprint
 from lynx_edge.runtime.replay import TraceReplayer
 
@@ -112,8 +112,7 @@ class BenchSettings:
             raise SettingError(f"budgets are fractions in (0, 1), got {list(self.budgets)}: pass e.g. --budget 0.5")
         if self.answer_tokens < 1:
             raise SettingError("the answer cap must be at least 1 token")
-        if self.exit_style not in EXIT_STYLES:
-            raise SettingError(f"exit style must be conclude or boxed, got {self.exit_style!r}")
+        check_exit_style(self.exit_style)
 
 
 class BenchDir(RunDir):
@@ -377,12 +376,6 @@ class _Answers:
             forced = self.replayer.answer_at(cut, text, max_tokens=max_tokens, until_boxed=until_boxed)
             self.done[cut, text] = (forced, time.perf_counter() - start)
         return self.done[cut, text]
-
-
-def token_texts(piece: Callable[[int], bytes], tokens: Sequence[int], close_tag: str) -> list[str]:
-    """The text each token adds (decoded incrementally, as the runtime's ledger does)."""
-    ledger = TokenLedger(piece, close_tag)
-    return [ledger.commit(t) for t in tokens]
 
 
 def run_bench(

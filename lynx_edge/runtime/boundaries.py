@@ -16,7 +16,6 @@ from typing import Literal
 
 Boundary = Literal["line", "sentence", "word"]
 SENTENCE_ENDS = (".", "!", "?", ":", ";")
-_RANK = {"word": 0, "sentence": 1, "line": 2}
 
 
 def boundary_at(before: str, after: str) -> Boundary | None:

@@ -63,6 +63,13 @@ class Conditions:
         return self.temperature - 1e-6 <= temperature <= high + 1e-6
 
 
+def conditions_words(conditions: dict[str, Any] | None) -> str:
+    """A card's recorded conditions in a few words (or that it recorded none)."""
+    if conditions is None:
+        return "not recorded (every request: estimate)"
+    return Conditions.from_json(conditions).words()
+
+
 @dataclass(frozen=True)
 class RequestConditions:
     """What one request runs with, in the terms of ``Conditions``."""

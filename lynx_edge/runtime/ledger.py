@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import codecs
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from lynx_edge.events import TokenLogprob
 
@@ -87,3 +87,10 @@ class TokenLedger:
     @property
     def answer(self) -> str:
         return self.text[self.answer_start :].strip() if self.closed else ""
+
+
+def token_texts(piece: Callable[[int], bytes], tokens: Sequence[int], close_tag: str) -> list[str]:
+    """The text each of ``tokens`` adds, decoded incrementally as a generation's ledger does
+    (so ``"".join(texts[:cut])`` is the text of the first ``cut`` tokens)."""
+    ledger = TokenLedger(piece, close_tag)
+    return [ledger.commit(t) for t in tokens]

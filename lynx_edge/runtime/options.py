@@ -32,6 +32,11 @@ def check_alpha(alpha: float) -> float:
     return float(alpha)
 
 
+def check_exit_style(style: object) -> None:
+    """Reject an exit style other than conclude or boxed."""
+    _check(style in EXIT_STYLES, f"exit style must be conclude or boxed, got {style!r}")
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
     """How to answer one request. ``None`` fields take the model preset's (or probe's) default.
@@ -85,7 +90,7 @@ class GenerationOptions:
         _check(
             self.mode is None or self.mode in MODES, f"unknown exit mode {self.mode!r}: use one of {', '.join(MODES)}"
         )
-        _check(self.exit_style in EXIT_STYLES, f"exit style must be conclude or boxed, got {self.exit_style!r}")
+        check_exit_style(self.exit_style)
         _check(
             self.trial_level is None or (_finite(self.trial_level) and self.trial_level > 0),
             f"trial level must be positive (DEER λ in (0, 1), consistency k ≥ 2), got {self.trial_level}",

@@ -118,9 +118,16 @@ class ProbeCard:
         return card
 
     @property
+    def all_condition_sets(self) -> list[dict[str, Any]]:
+        """Every condition set the card holds, its main one first, each as
+        ``{"conditions", "calibration", "metrics"}``."""
+        main = {"conditions": self.conditions, "calibration": self.calibration, "metrics": self.metrics}
+        return [main, *self.condition_sets]
+
+    @property
     def calibrations(self) -> list[dict[str, list[dict[str, Any]]]]:
-        """Every calibration the card holds, its first condition set's first."""
-        return [self.calibration, *(s["calibration"] for s in self.condition_sets)]
+        """Every calibration the card holds, its main condition set's first."""
+        return [s["calibration"] for s in self.all_condition_sets]
 
     def calibration_for(self, request: RequestConditions) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
         """The calibration made in the conditions ``request`` runs in, with no departures;
