@@ -138,6 +138,10 @@ class GenerationResult:
     # a calibrated policy whose request left the card's calibration conditions: why its
     # threshold is an estimate here (then ``guarantee`` is False)
     estimate_because: tuple[str, ...] = ()
+    # the token ids of the prompt and of everything generated after it (thinking kept, exit
+    # text, answer), for tools that replay a result; not part of the JSON shape
+    prompt_ids: tuple[int, ...] = field(default=(), repr=False)
+    token_ids: tuple[int, ...] = field(default=(), repr=False)
 
     @property
     def exited(self) -> bool:
@@ -145,7 +149,7 @@ class GenerationResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape (``lynx-edge run --json``, logs)."""
-        data = {k: v for k, v in asdict(self).items() if k not in ("exit", "cues", "tokens")}
+        data = {k: v for k, v in asdict(self).items() if k not in ("exit", "cues", "tokens", "prompt_ids", "token_ids")}
         data["exited"] = self.exited
         data["exit"] = _plain(self.exit)
         data["cues"] = [_plain(c) for c in self.cues]

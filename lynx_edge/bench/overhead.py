@@ -27,12 +27,11 @@ import numpy as np
 from lynx_edge.events import result_of
 from lynx_edge.lab.export import write_mlp_onnx
 from lynx_edge.runtime.engine import Engine
-from lynx_edge.runtime.forced_answers import forced_answer
 from lynx_edge.runtime.llama_backend import SamplingSettings, plain_llama
 from lynx_edge.runtime.model_files import packaged_file, resolve_model
 from lynx_edge.runtime.options import GenerationOptions
 from lynx_edge.runtime.probe_card import ProbeCard, model_fingerprint
-from lynx_edge.runtime.replay import run_alone
+from lynx_edge.runtime.replay import AnswerAt, Replay
 
 PROMPT = "Tom has 3 boxes with 14 pencils each. He gives away 9 pencils. How many are left?"
 SAMPLING = {"temperature": 0.6, "top_p": 0.95, "top_k": 100, "seed": 1234}
@@ -199,19 +198,21 @@ def _trial_cost(engine: Engine, repeats: int) -> dict[str, float]:
     """One trial answer branched off a typical-length trace: ms, tokens, and that cost in
     decode-token equivalents; the main sequence is untouched."""
     result = result_of(engine.generate(PROMPT, GenerationOptions(exit="none", **SAMPLING)))
-    b = engine.backend
-    held = list(b.tokens)
-    before = b.positions(0)
+    held = [*result.prompt_ids, *result.token_ids]
+    trial = [AnswerAt(len(held), engine.exit_text)]
+    replay = Replay(engine)
     token_ms = 1e3 / result.tokens_per_second if result.tokens_per_second else 0.0
+
+    def job(lane):  # noqa: ANN001, ANN202 - a replay Lane; a step
+        yield from lane.hold(held)  # already cached: nothing is decoded
+        return (yield from lane.answers(0, trial))[0]
+
     times, tokens = [], 0
     for _ in range(repeats):
-        start = time.perf_counter()
-        b.branch(0, 1, len(held))
-        answer = run_alone(b, forced_answer(b, 1, engine.exit_text, engine.think_close))
-        b.clear(1)
-        times.append(time.perf_counter() - start)
-        tokens = answer.tokens
-    assert b.positions(0) == before and b.tokens == held
+        timed = replay.one(job)
+        times.append(timed.seconds)
+        tokens = timed.answer.tokens
+    assert engine.backend.tokens == held
     ms = statistics.median(times) * 1e3
     return {
         "context_tokens": len(held),

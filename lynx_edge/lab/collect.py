@@ -11,14 +11,14 @@ score) is kept too, so the trial score can be calibrated from the same labels.
 The conditions the traces were made under (sampling, exit style and text, prompt format,
 model file) are recorded in the manifest: a card's promise holds only inside them.
 
-``parallel`` problems run together, one KV sequence each, in shared llama.cpp batches (their
-forced exits too): the same seed gives the same traces and labels as one at a time.
+``parallel`` problems run together through the runtime's replay door (``runtime.replay``), one
+lane each, in shared llama.cpp batches (their forced exits too): the same seed gives the same
+traces and labels as one at a time.
 """
 
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,22 +32,14 @@ from lynx_edge.lab.grading import grade
 from lynx_edge.lab.problems import Problem, data_label, load_many, order, trace_seed
 from lynx_edge.runtime.conditions import Conditions
 from lynx_edge.runtime.engine import Engine
-from lynx_edge.runtime.forced_answers import BOXED_ANSWER_TOKENS, forced_answer
+from lynx_edge.runtime.forced_answers import BOXED_ANSWER_TOKENS
 from lynx_edge.runtime.generation import CueFeatures
-from lynx_edge.runtime.ledger import token_texts
-from lynx_edge.runtime.llama_backend import gpu_offload
 from lynx_edge.runtime.options import ExitStyle, GenerationOptions
 from lynx_edge.runtime.probe_card import model_fingerprint
-from lynx_edge.runtime.scheduler import Slot, Step
+from lynx_edge.runtime.replay import AnswerAt, Lane, Replay, Step, default_parallel
 
 FORCED_ANSWER_TOKENS = BOXED_ANSWER_TOKENS  # the runtime's boxed-exit answer cap
 Echo = Callable[..., None]
-
-
-def default_parallel() -> int:
-    """Problems decoded together when ``--parallel`` is not given: 8 where llama.cpp offloads
-    to a GPU (or Metal), 4 on a CPU (measured on 2 cores: see tools/README.md)."""
-    return 8 if gpu_offload() else 4
 
 
 class Collector:
@@ -121,32 +113,27 @@ class Collector:
             options = options.but(temperature=low + (self.temperature_max - low) * share)
         return self.engine.plan(message, options)
 
-    def label(self, problem: Problem, split: str, slot: Slot) -> Step:
-        """One problem on ``slot``: its trace, then the runtime's exit at each cue on the
-        slot's branch. Returns (trace record, labelled cue rows)."""
-        e, b = self.engine, self.engine.backend
+    def label(self, problem: Problem, split: str, lane: Lane) -> Step:
+        """One problem on ``lane``: its trace, then the runtime's exit at each cue on the
+        lane's branch. Returns (trace record, labelled cue rows)."""
+        e = self.engine
         plan = self.plan(problem)
         cues: list[CueFeatures] = []
         start = time.perf_counter()
-        result: GenerationResult = yield from e.generation(
-            plan, slot, cancelled=threading.Event(), feature_sink=cues.append
-        ).steps()
+        result: GenerationResult = yield from lane.generate(plan, cues.append)
         generated = time.perf_counter() - start
-        n_prompt = len(plan.prompt)
-        trace = b.seqs[slot.main][n_prompt:]
+        n_prompt = len(result.prompt_ids)
+        trace = result.token_ids
         full = grade(result.answer, problem.gold, problem.kind)
+        texts = e.token_texts(trace) if cues else []
+        wanted = [
+            AnswerAt(cue.cut, e.exit_text_for(self.exit_style, "".join(texts[: cue.cut])), FORCED_ANSWER_TOKENS)
+            for cue in cues
+        ]
+        answers = yield from lane.answers(n_prompt, wanted)
         rows, cue_records = [], []
-        texts = token_texts(b.piece, trace, e.think_close) if cues else []
-        for cue in cues:
-            b.branch(slot.main, slot.branch, n_prompt + cue.cut)
-            forced = yield from forced_answer(
-                b,
-                slot.branch,
-                e.exit_text_for(self.exit_style, "".join(texts[: cue.cut])),
-                e.think_close,
-                max_tokens=FORCED_ANSWER_TOKENS,
-            )
-            b.clear(slot.branch)
+        for cue, timed in zip(cues, answers):
+            forced = timed.answer
             g = grade(forced.text, problem.gold, problem.kind)
             rows.append(
                 {
@@ -189,10 +176,11 @@ class Collector:
         }
         return record, rows
 
-    def plain(self, problem: Problem, slot: Slot) -> Step:
-        """The same trace generated plainly (no capture, no labels): the timing baseline."""
-        result = yield from self.engine.generation(self.plan(problem), slot, cancelled=threading.Event()).steps()
-        return result
+    def plain(self, problem: Problem, lane: Lane) -> Step:
+        """The same trace generated plainly (no capture, no labels), from a cold cache as a
+        collected trace was: the timing baseline."""
+        lane.cold()
+        return lane.generate(self.plan(problem))
 
 
 def run_collect(
@@ -260,39 +248,33 @@ def _collect(
     batch: int,
     echo: Echo,
 ) -> None:
-    """Run ``todo`` through the scheduler, saving every ``batch`` finished problems."""
-    scheduler = collector.engine.scheduler()
+    """Run ``todo`` through the replay door, saving every ``batch`` finished problems."""
     records: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
-    queue = list(reversed(todo))
     tokens = 0
     start = time.perf_counter()
     progress = Progress(len(todo), echo)
 
-    def finished(task) -> None:  # noqa: ANN001 - a scheduler Task
+    def finished(labelled: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
         nonlocal tokens
-        if task.error is not None:
-            raise task.error
-        record, problem_rows = task.result
+        record, problem_rows = labelled
         records.append(record)
         rows.extend(problem_rows)
         tokens += record["tokens"]["trace"] + record["tokens"]["forced"]
         progress.update(tokens)
 
-    def admit() -> None:
-        while queue and (slot := scheduler.free_slot()) is not None:
-            problem = queue.pop()
-            split = problem.split(seed, fractions)
-            scheduler.add(lambda s, p=problem, sp=split: collector.label(p, sp, s), slot, lambda _event: None, finished)
+    def save() -> None:
+        nonlocal records, rows
+        if len(records) >= batch:
+            store.append(records, rows)
+            records, rows = [], []
 
+    jobs = (
+        lambda lane, p=problem: collector.label(p, p.split(seed, fractions), lane)  # noqa: B023 - bound by default
+        for problem in todo
+    )
     try:
-        admit()
-        while scheduler.busy:
-            scheduler.step()
-            admit()
-            if len(records) >= batch:
-                store.append(records, rows)
-                records, rows = [], []
+        Replay(collector.engine).run(jobs, finished, after_step=save)
     except KeyboardInterrupt:
         echo(
             f"\ninterrupted: {len(store.traces()) + len(records)} problems kept in {store.root}; "
@@ -321,19 +303,11 @@ def _time_plain(collector: Collector, problems: list[Problem], store: Collection
     if not todo:
         return
     echo(f"timing plain sequential generation of {len(todo)} traces (the baseline)")
-    engine = collector.engine
-    scheduler = engine.scheduler()
+    replay = Replay(collector.engine)
     timings = []
     for problem in todo:
-        slot = scheduler.slots[0]
-        engine.backend.clear(slot.main)  # the baseline starts cold, as a collected trace did
         start = time.perf_counter()
-        task = scheduler.add(lambda s, p=problem: collector.plain(p, s), slot, lambda _event: None)
-        while not task.done:
-            scheduler.step()
-        if task.error is not None:
-            raise task.error
-        result = task.result
+        result = replay.one(lambda lane, p=problem: collector.plain(p, lane))
         timings.append(
             {
                 "id": problem.id,

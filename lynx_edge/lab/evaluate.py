@@ -3,9 +3,10 @@
 Phase 1 generates each problem's full trace once (seeded) with the runtime's own loop, exits
 off and a feature sink, and scores every cue's features with the probe — the scores the
 runtime would have computed. Phase 2 puts the trace back in the KV cache and generates, at
-each cut the methods need, what the runtime writes there (``TraceReplayer``; each timed
-alone): the exit in the run's exit style (``conclude``, the runtime's default: the close tag,
-then the model's own greedy answer; or ``boxed``) for LYNX, the oracle and the budgets, and
+each cut the methods need, what the runtime writes there (the runtime's replay door, one
+problem at a time so that each answer is timed alone): the exit in the run's exit style
+(``conclude``, the runtime's default: the close tag, then the model's own greedy answer; or
+``boxed``) for LYNX, the oracle and the budgets, and
 the boxed trial answer for the training-free methods' trials. Budgets cut twice: softly, at
 the last line, sentence or word boundary before the budget, and raw, at exactly the budget's
 token (llama.cpp's ``--reasoning-budget``). Both phases append one line per problem, so a stopped run
@@ -66,12 +67,12 @@ from lynx_edge.runtime.boundaries import soft_cut
 from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.forced_answers import BOXED_ANSWER_TOKENS, ForcedAnswer
 from lynx_edge.runtime.generation import CueFeatures
-from lynx_edge.runtime.ledger import token_texts
 from lynx_edge.runtime.options import ExitStyle, GenerationOptions, check_exit_style
 from lynx_edge.runtime.probe_card import model_fingerprint
-from lynx_edge.runtime.replay import TraceReplayer
+from lynx_edge.runtime.replay import AnswerAt, Replay, TimedAnswer
 
 TRACES, PROBLEMS = "traces.jsonl", "problems.jsonl"
+FORMAT = 2  # traces carry their prompt's token ids
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ class Bench:
         self.engine = engine
         self.s = settings
         self.rules = engine.rules() if engine.probe else []
+        self.replay = Replay(engine)
         self.max_tokens = settings.max_tokens or engine.preset.max_tokens
         trace_settings, method_settings = settings.split()
         self.trace_settings = {**trace_settings, "max_tokens": self.max_tokens}
@@ -153,6 +155,7 @@ class Bench:
         e = self.engine
         onnx = e.card.onnx_path if e.card else None
         return {
+            "format": FORMAT,
             "model": model_fingerprint(e.backend.info),
             "probe": e.probe_name,
             "probe_sha256": hashlib.sha256(onnx.read_bytes()).hexdigest() if onnx else None,
@@ -189,7 +192,8 @@ class Bench:
             "id": problem.id,
             "source": problem.source,
             "gold": problem.gold,
-            "trace": e.backend.tokens[result.tokens.prompt :],
+            "prompt": list(result.prompt_ids),
+            "trace": list(result.token_ids),
             "answer": g.extracted,
             "correct": g.correct,
             "thinking_tokens": result.tokens.thinking,
@@ -206,10 +210,8 @@ class Bench:
     def simulate(self, problem: Problem, trace: dict[str, Any], median: float) -> dict[str, Any]:
         """Every method's outcome on one recorded trace."""
         e = self.engine
-        prompt = e.backend.prompt_tokens(e.render_prompt(problem.prompt))
-        replayer = TraceReplayer(e.backend, prompt, trace["trace"], e.think_close)
-        pieces = token_texts(e.backend.piece, trace["trace"], e.think_close)
-        answers = _Answers(replayer, self._exit_text(pieces), e.exit_text, self._answer_cap)
+        pieces = e.token_texts(trace["trace"])
+        answers = _Answers(self._exit_text(pieces), e.exit_text, self._answer_cap)
         cues = [CueRecord(**c) for c in trace["cues"]]
         budgets = {}
         for f in self.s.budgets:
@@ -218,6 +220,8 @@ class Bench:
             budgets[budget_key(f, raw=True)] = cut
         tried = self._tried(cues)
         answers.prepare(
+            self.replay,
+            trace,
             [c.cut for c in cues] + [cut for cut in budgets.values() if cut is not None],
             [cues[j].cut for j in tried],
         )
@@ -338,44 +342,39 @@ class Bench:
 
 class _Answers:
     """What the runtime writes after each cut of one trace — the exit (``exit_text(cut)``,
-    then a greedy answer) and the trial answer (the boxed exit text) — each generated once
-    and timed alone (the cache is moved to the cut before the clock starts)."""
+    then a greedy answer) and the trial answer (the boxed exit text) — each generated once,
+    on a branch of the trace, with the problem alone in the batch (so each is timed alone)."""
 
     def __init__(
         self,
-        replayer: TraceReplayer,
         exit_text: Callable[[int], str],
         trial_text: str,
         cap: Callable[[int, str], tuple[int, bool]],
     ) -> None:
-        self.replayer = replayer
         self.exit_text = exit_text
         self.trial_text = trial_text
         self.cap = cap
         self.done: dict[tuple[int, str], tuple[ForcedAnswer, float]] = {}
 
-    def prepare(self, exits: Sequence[int], trials: Sequence[int]) -> None:
-        """Generate at every cut from the last back, so the cache only ever shrinks."""
-        wanted = {(cut, self.exit_text(cut)) for cut in exits} | {(cut, self.trial_text) for cut in trials}
-        for cut, text in sorted(wanted, reverse=True):
-            self._answer(cut, text)
+    def prepare(self, replay: Replay, trace: dict[str, Any], exits: Sequence[int], trials: Sequence[int]) -> None:
+        """Generate the exit at every cut in ``exits`` and the trial at every cut in ``trials``."""
+        wanted = sorted({(cut, self.exit_text(cut)) for cut in exits} | {(cut, self.trial_text) for cut in trials})
+        asks = [AnswerAt(cut, text, *self.cap(cut, text)) for cut, text in wanted]
+
+        def job(lane):  # noqa: ANN001, ANN202 - a replay Lane; a step
+            yield from lane.hold(trace["prompt"] + trace["trace"])
+            return (yield from lane.answers(len(trace["prompt"]), asks))
+
+        timed: list[TimedAnswer] = replay.one(job)
+        self.done = {key: (t.answer, t.seconds) for key, t in zip(wanted, timed)}
 
     def get(self, cut: int) -> tuple[ForcedAnswer, float]:
         """The exit at ``cut`` and its seconds."""
-        return self._answer(cut, self.exit_text(cut))
+        return self.done[cut, self.exit_text(cut)]
 
     def trial(self, cut: int) -> tuple[ForcedAnswer, float]:
         """The trial answer at ``cut`` and its seconds."""
-        return self._answer(cut, self.trial_text)
-
-    def _answer(self, cut: int, text: str) -> tuple[ForcedAnswer, float]:
-        if (cut, text) not in self.done:
-            self.replayer.keep(cut)
-            start = time.perf_counter()
-            max_tokens, until_boxed = self.cap(cut, text)
-            forced = self.replayer.answer_at(cut, text, max_tokens=max_tokens, until_boxed=until_boxed)
-            self.done[cut, text] = (forced, time.perf_counter() - start)
-        return self.done[cut, text]
+        return self.done[cut, self.trial_text]
 
 
 def run_bench(

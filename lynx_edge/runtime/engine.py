@@ -22,6 +22,7 @@ from lynx_edge.events import Event
 from lynx_edge.runtime.conditions import RequestConditions
 from lynx_edge.runtime.cues import CueMatcher
 from lynx_edge.runtime.generation import FeatureSink, Generation, Plan, Policy
+from lynx_edge.runtime.ledger import token_texts
 from lynx_edge.runtime.llama_backend import LlamaBackend, SamplingSettings
 from lynx_edge.runtime.model_files import default_probe, resolve_model
 from lynx_edge.runtime.onnx_probe import OnnxProbe, ProbeDevice
@@ -280,6 +281,10 @@ class Engine:
         close tag on its own line, then the gap the model leaves before answering)."""
         lead = "" if not thinking or thinking.endswith("\n") else "\n"
         return f"{lead}{self.think_close}{self.preset.answer_gap}"
+
+    def token_texts(self, tokens: Sequence[int]) -> list[str]:
+        """The text each generated token adds (a close tag's pieces count as thinking)."""
+        return token_texts(self.backend.piece, tokens, self.think_close)
 
     def generation(
         self, plan: Plan, slot: Any, *, cancelled: threading.Event, feature_sink: FeatureSink | None = None

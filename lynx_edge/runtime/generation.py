@@ -163,7 +163,7 @@ class Generation:
                 continue
             constrained = self.grammar is not None and self.ledger.closed and self.boxed is None
             token = b.sample(self.sampler, out.row, self.grammar if constrained else None)
-            logprob = self._logprob(out.row, token) if plan.logprobs else None
+            logprob = b.logprob(out.row, token, plan.top_logprobs) if plan.logprobs else None
             if b.is_eog(token):
                 if self.ledger.closed or self.closed_by_runtime:
                     break
@@ -335,12 +335,6 @@ class Generation:
         self.ledger.rollback(cut)
         self.stream.rewind()
 
-    def _logprob(self, row: int, token: int) -> TokenLogprob:
-        lp = self.b.logprob(row, token, self.plan.top_logprobs)
-        text = self.b.piece(token)
-        top = tuple((self.b.token_text(t), v) for t, v in lp.top)
-        return TokenLogprob(text.decode("utf-8", errors="replace"), tuple(text), lp.logprob, top)
-
     # ---- results ----------------------------------------------------------------------
     def _result(self, seconds: float, decode_seconds: float) -> GenerationResult:
         ledger = self.ledger
@@ -370,6 +364,8 @@ class Generation:
             tokens_per_second=round(generated / decode_seconds, 2) if decode_seconds > 0 else 0.0,
             probe_calls=sum(1 for c in self.cues if c.score is not None and c.trial is None),
             closed_by_runtime=self.closed_by_runtime,
+            prompt_ids=tuple(self.plan.prompt),
+            token_ids=tuple(ledger.tokens),
         )
 
     def _measure_savings(self, result: GenerationResult) -> Step:

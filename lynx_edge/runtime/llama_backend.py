@@ -38,6 +38,7 @@ import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from lynx_edge.errors import ContextOverflowError, ModelError, SettingError
+from lynx_edge.events import TokenLogprob
 from lynx_edge.runtime.model_info import ModelInfo, weights_fingerprint
 from lynx_edge.runtime.threads import ThreadGovernor
 
@@ -311,15 +312,6 @@ class BatchOut:
 
     row: int | None
     features: np.ndarray | None = None
-
-
-@dataclass(frozen=True)
-class TokenLogprob:
-    """A token's log-probability under the model, with the most likely alternatives."""
-
-    token: int
-    logprob: float
-    top: tuple[tuple[int, float], ...] = ()
 
 
 class LlamaBackend:
@@ -729,16 +721,17 @@ class LlamaBackend:
 
     def logprob(self, row: int, token: int, top: int = 0) -> TokenLogprob:
         """log-softmax of an output row's raw logits (what llama-cpp-python reports), at
-        ``token``, with the ``top`` most likely tokens."""
+        ``token``, with the texts of the ``top`` most likely tokens."""
         logits = self.logits(row).astype(np.float64)
         peak = logits.max()
         lse = peak + np.log(np.exp(logits - peak).sum())
-        best: tuple[tuple[int, float], ...] = ()
+        best: tuple[tuple[str, float], ...] = ()
         if top:
             idx = np.argpartition(-logits, top - 1)[:top]
             idx = idx[np.argsort(-logits[idx], kind="stable")]
-            best = tuple((int(i), float(logits[i] - lse)) for i in idx)
-        return TokenLogprob(token, float(logits[token] - lse), best)
+            best = tuple((self.token_text(int(i)), float(logits[i] - lse)) for i in idx)
+        piece = self.piece(token)
+        return TokenLogprob(piece.decode("utf-8", errors="replace"), tuple(piece), float(logits[token] - lse), best)
 
     def close(self) -> None:
         if getattr(self, "_ctx", None):

@@ -15,10 +15,9 @@ from helpers import HMM_INDEX, R1_THINKING, WAIT_INDEX
 from lynx_edge.errors import SettingError
 from lynx_edge.events import CueScored, Reply
 from lynx_edge.runtime.engine import Engine
-from lynx_edge.runtime.forced_answers import forced_answer
 from lynx_edge.runtime.llama_backend import json_grammar, plain_llama
 from lynx_edge.runtime.options import GenerationOptions
-from lynx_edge.runtime.replay import run_alone
+from lynx_edge.runtime.replay import AnswerAt, Replay
 
 QUESTION = "What is 2+2?"
 PROBLEM = "Elena buys 8 cards for 23 dollars each and pays with 200 dollars. How much change does Elena get?"
@@ -62,14 +61,20 @@ def test_trials_leave_the_main_sequence_untouched(tiny: Engine) -> None:
 
 
 def test_a_branch_shares_the_prefix_and_never_moves_the_main_sequence(tiny: Engine) -> None:
+    """A forced answer through the replay door (on the branch) leaves the trace's cache as
+    it was: the same cells, the same logits for its last token."""
     b = tiny.backend
-    reply(tiny, exit="none")
+    result = reply(tiny, exit="none").result
     held, positions = list(b.tokens), b.positions(0)
+    assert held == [*result.prompt_ids, *result.token_ids]
     logits = b.logits().copy()
-    b.branch(0, 1, len(held) - 5)
-    answer = run_alone(b, forced_answer(b, 1, tiny.exit_text, tiny.think_close))
-    b.clear(1)
-    assert answer.answer_tokens > 0 and b.positions(0) == positions and b.tokens == held
+
+    def job(lane):  # noqa: ANN001, ANN202
+        yield from lane.hold(held)
+        return (yield from lane.answers(len(result.prompt_ids), [AnswerAt(len(result.token_ids) - 5, tiny.exit_text)]))
+
+    (timed,) = Replay(tiny).one(job)
+    assert timed.answer.answer_tokens > 0 and b.positions(0) == positions and b.tokens == held
     b.truncate(len(held) - 1)
     b.decode(held[-1:])
     np.testing.assert_allclose(b.logits(), logits, atol=1e-5)
