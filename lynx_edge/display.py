@@ -15,7 +15,7 @@ from lynx_edge.events import CueScored, GenerationResult, Savings
 from lynx_edge.runtime.conditions import conditions_words
 from lynx_edge.runtime.onnx_probe import provider_for
 from lynx_edge.runtime.probe_card import ProbeCard
-from lynx_edge.runtime.rules import per_cue_threshold
+from lynx_edge.runtime.rules import entry_rule
 
 
 def fmt_threshold(value: float | None) -> str:
@@ -150,21 +150,17 @@ def _calibration_lines(calibration: dict) -> list[str]:
     """Each calibrated entry: its threshold and its promise in words."""
     lines = []
     for entry in calibration.get("per_cue", []):
-        threshold = per_cue_threshold(_inf(entry["q_pos"]), _inf(entry["q_neg"]))
+        threshold = entry_rule("per-cue", entry).threshold
         lines.append(
             f"per-cue    δ={entry['delta']:<5} exit if p ≥ {fmt_threshold(threshold):6}  {_promise(entry, 'δ')}"
             f"  (n_pos {entry.get('n_pos', '?')}, n_neg {entry.get('n_neg', '?')})"
         )
     for entry in calibration.get("per_answer", []):
+        threshold = entry_rule("per-answer", entry).threshold
         lines.append(
-            f"per-answer α={entry['alpha']:<5} exit if p ≥ {fmt_threshold(_inf(entry['threshold'])):6}  "
-            f"{_promise(entry, 'α')}"
+            f"per-answer α={entry['alpha']:<5} exit if p ≥ {fmt_threshold(threshold):6}  {_promise(entry, 'α')}"
         )
     return lines
-
-
-def _inf(value: float | None) -> float:
-    return math.inf if value is None else float(value)
 
 
 def _promise(entry: dict, symbol: str) -> str:

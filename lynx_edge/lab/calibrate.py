@@ -41,7 +41,7 @@ from lynx_edge.lab.train import TRAINING, scores
 from lynx_edge.runtime.conditions import conditions_words
 from lynx_edge.runtime.onnx_probe import OnnxProbe
 from lynx_edge.runtime.probe_card import CARD_NAME, ProbeCard
-from lynx_edge.runtime.rules import ExitRule, card_rules
+from lynx_edge.runtime.rules import ExitRule, card_rules, first_exit
 
 DELTAS = (0.01, 0.02, 0.03, 0.05, 0.10, 0.20, 0.30)
 ALPHAS = (0.01, 0.02, 0.03, 0.05, 0.10, 0.20)
@@ -187,13 +187,10 @@ def per_trace_wrong_exit_rate(traces: Sequence[Trace], passing: Sequence[np.ndar
 def measure(rule: ExitRule, traces: Sequence[Trace]) -> dict[str, Any]:
     """What ``rule`` does on ``traces``: per-cue and per-answer premature-exit rates, exit
     rate, tokens saved, accuracy with exits (first passing cue wins)."""
-    passing = [_passes(rule, t.probs) for t in traces]
     exits = premature = right = used = natural = 0
-    for t, passes in zip(traces, passing):
-        hit = np.flatnonzero(passes)
+    for t in traces:
         natural += t.natural_tokens
-        if len(hit):
-            j = int(hit[0])
+        if (j := first_exit(rule, t.probs)) is not None:
             exits += 1
             premature += int(t.correct and not t.forced_ok[j])
             right += int(t.forced_ok[j])
@@ -202,7 +199,7 @@ def measure(rule: ExitRule, traces: Sequence[Trace]) -> dict[str, Any]:
             right += int(t.correct)
             used += t.natural_tokens
     n = max(len(traces), 1)
-    per_cue = per_trace_wrong_exit_rate(traces, passing)
+    per_cue = per_trace_wrong_exit_rate(traces, [_passes(rule, t.probs) for t in traces])
     return {
         "mode": rule.mode,
         "level": rule.level,
@@ -463,12 +460,11 @@ def _report_set(calibration: dict[str, Any], m: dict[str, Any]) -> list[str]:
             f"premature/answer {r['per_answer_premature_exit_rate']}  exits {r['exit_rate']}  "
             f"saved {r['tokens_saved']:.1%}  accuracy {r['accuracy_with_exits']}"
         )
-    for e in calibration["per_cue"]:
-        if e["q_neg"] is None:
-            lines.append(f"  δ={e['delta']}: never exits at this δ (too few traces with a wrong-exit cue)")
-    for e in calibration["per_answer"]:
-        if e["threshold"] is None:
-            lines.append(f"  α={e['alpha']}: never exits at this α (too few calibration traces to certify it)")
+    for rule in card_rules(calibration):
+        if not math.isfinite(rule.threshold):
+            why = "traces with a wrong-exit cue" if rule.mode == "per-cue" else "calibration traces to certify it"
+            symbol = "δ" if rule.mode == "per-cue" else "α"
+            lines.append(f"  {symbol}={rule.level:g}: never exits at this {symbol} (too few {why})")
     if ev := m.get("promise_check"):
         lines.append(
             f"promise check: {ev['draws']} calibration sets of {ev['cal_size']} traces drawn from the "

@@ -51,11 +51,8 @@ from lynx_edge.lab.methods import (
     budget_cut,
     budget_key,
     budget_tokens,
-    consistency_exit,
     consistency_key,
-    deer_exit,
     deer_key,
-    lynx_exit,
     lynx_key,
     median_thinking,
     oracle_exit,
@@ -68,8 +65,10 @@ from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.forced_answers import BOXED_ANSWER_TOKENS, ForcedAnswer
 from lynx_edge.runtime.generation import CueFeatures
 from lynx_edge.runtime.options import ExitStyle, GenerationOptions, check_exit_style
+from lynx_edge.runtime.policies import TrialExit, first_trial_exit
 from lynx_edge.runtime.probe_card import model_fingerprint
 from lynx_edge.runtime.replay import AnswerAt, Replay, TimedAnswer
+from lynx_edge.runtime.rules import first_exit
 
 TRACES, PROBLEMS = "traces.jsonl", "problems.jsonl"
 FORMAT = 2  # traces carry their prompt's token ids
@@ -228,7 +227,7 @@ class Bench:
         graded = [self._graded(problem, answers.get(c.cut)[0]) for c in cues]
         methods = {FULL: self._outcome(trace, answers, None, None)}
         for rule in self.rules:
-            i = lynx_exit(rule, cues)
+            i = first_exit(rule, [c.score for c in cues])
             outcome = self._outcome(
                 trace, answers, cues[i].cut if i is not None else None, graded[i] if i is not None else None
             )
@@ -236,13 +235,10 @@ class Bench:
             outcome["seconds"] = round(outcome["seconds"] + scored * trace["probe_seconds_per_cue"], 4)
             methods[lynx_key(rule)] = outcome
         trials = [answers.trial(cues[j].cut) for j in tried]
-        for lam in self.s.deer_lambdas:
-            methods[deer_key(lam)] = self._trial_outcome(
-                trace, answers, cues, graded, tried, trials, deer_exit([t.mean_prob for t, _ in trials], lam)
-            )
-        for k in self.s.consistency_ks:
-            methods[consistency_key(k)] = self._trial_outcome(
-                trace, answers, cues, graded, tried, trials, consistency_exit([t.text for t, _ in trials], k)
+        judged = [(t.text, t.mean_prob) for t, _ in trials]
+        for key, policy in self._trial_policies():
+            methods[key] = self._trial_outcome(
+                trace, answers, cues, graded, tried, trials, first_trial_exit(policy, judged)
             )
         for key, cut in budgets.items():
             methods[key] = self._outcome(
@@ -273,16 +269,23 @@ class Bench:
         """What the runtime writes when it exits at a cut of this trace, in the run's style."""
         return lambda cut: self.engine.exit_text_for(self.s.exit_style, "".join(pieces[:cut]))
 
+    def _trial_policies(self) -> list[tuple[str, TrialExit]]:
+        """The training-free settings compared, as the runtime's policies (table keys first)."""
+        knobs = {"min_thinking": self.s.trial_min_tokens, "min_gap": self.s.trial_gap}
+        return [(deer_key(lam), TrialExit("deer", lam, **knobs)) for lam in self.s.deer_lambdas] + [
+            (consistency_key(k), TrialExit("consistency", k, **knobs)) for k in self.s.consistency_ks
+        ]
+
     def _tried(self, cues: list[CueRecord]) -> list[int]:
-        """The cues where a training-free method writes a trial: the chosen cue words, not
-        before ``trial_min_tokens``, at least ``trial_gap`` tokens after the previous trial."""
+        """The cues where a training-free method writes a trial: the chosen cue words, and
+        where the runtime's trial policy wants one (``trial_min_tokens``, ``trial_gap``)."""
+        gate = TrialExit("deer", 0.5, min_thinking=self.s.trial_min_tokens, min_gap=self.s.trial_gap)
         tried: list[int] = []
         for j, c in enumerate(cues):
             if self.s.deer_cues and c.cue not in self.s.deer_cues:
                 continue
-            if c.cut < self.s.trial_min_tokens or (tried and c.cut - cues[tried[-1]].cut < self.s.trial_gap):
-                continue
-            tried.append(j)
+            if gate.wants_trial(c.cut, cues[tried[-1]].cut if tried else None):
+                tried.append(j)
         return tried
 
     @staticmethod

@@ -6,9 +6,11 @@ where it would cut the thinking depends only on the trace up to there. This modu
 forced answers.
 
 * ``full``        — the trace as it is;
-* ``lynx``        — the first cue whose probe score passes a calibrated rule (per δ and per α);
+* ``lynx``        — the first cue whose probe score passes a calibrated rule (per δ and per α;
+                    ``runtime.rules.first_exit``, the runtime's own rule);
 * ``deer``        — the first cue whose trial answer's confidence exceeds λ (training-free);
-* ``consistency`` — the first cue whose trial answer equals the previous k−1 trials' (training-free);
+* ``consistency`` — the first cue whose trial answer equals the previous k−1 trials' (training-free;
+                    both judged by the runtime's ``TrialExit``);
 * ``budget``      — a cut at a fixed fraction of the median full thinking length, moved back
                     to the last line, sentence or word boundary (``budget … raw``: at exactly
                     that token, as llama.cpp's ``--reasoning-budget`` cuts);
@@ -26,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from lynx_edge.runtime.policies import normalize_answer
 from lynx_edge.runtime.rules import ExitRule
 
 FULL = "full"
@@ -56,34 +57,6 @@ def consistency_key(k: int) -> str:
 
 def budget_key(fraction: float, *, raw: bool = False) -> str:
     return f"budget {fraction:.0%}{' raw' if raw else ''}"
-
-
-def lynx_exit(rule: ExitRule, cues: Sequence[CueRecord]) -> int | None:
-    """Index of the cue where the runtime would exit under ``rule`` (None: thinks to the end)."""
-    for i, cue in enumerate(cues):
-        if cue.score is not None and rule.exits(cue.score):
-            return i
-    return None
-
-
-def deer_exit(confidences: Sequence[float], lam: float) -> int | None:
-    """Index of the first trial whose confidence clears λ (None: thinks to the end)."""
-    for i, confidence in enumerate(confidences):
-        if confidence > lam:
-            return i
-    return None
-
-
-def consistency_exit(answers: Sequence[str], k: int) -> int | None:
-    """Index of the first trial that makes k equal (non-empty) answers in a row."""
-    run, last = 0, None
-    for i, answer in enumerate(answers):
-        key = normalize_answer(answer)
-        run = run + 1 if key and key == last else (1 if key else 0)
-        last = key
-        if run >= k:
-            return i
-    return None
 
 
 def oracle_exit(right: Sequence[bool]) -> int | None:

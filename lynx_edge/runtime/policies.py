@@ -14,6 +14,7 @@ Pure Python: what a policy decides from a score or a trial answer, nothing about
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -120,6 +121,17 @@ class TrialExit:
                 break
             run += 1
         return Decision(float(run), float(self.level), run >= self.level)
+
+
+def first_trial_exit(policy: TrialExit, trials: Sequence[tuple[str, float]]) -> int | None:
+    """Index of the trial (answer, confidence) where ``policy`` exits, judging each as the
+    runtime does with the trials before it (None: it thinks to the end)."""
+    earlier: list[str] = []
+    for i, (answer, confidence) in enumerate(trials):
+        if policy.judge(answer, confidence, earlier).exits:
+            return i
+        earlier.append(answer)
+    return None
 
 
 def normalize_answer(text: str) -> str:

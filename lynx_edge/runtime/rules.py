@@ -62,6 +62,15 @@ class ExitRule:
         return per_cue_exits(scores, self.q_pos, self.q_neg)
 
 
+def first_exit(rule: ExitRule, scores: Sequence[float | None] | np.ndarray) -> int | None:
+    """Index of the first cue whose score passes ``rule`` — where the runtime exits (None: it
+    thinks to the end; a cue without a score never passes). The one simulation of the rule,
+    for the bench and the calibration reports."""
+    values = np.array([np.nan if s is None else s for s in scores], dtype=np.float64)
+    hits = np.flatnonzero(np.asarray(rule.exits_many(values), dtype=bool))
+    return int(hits[0]) if len(hits) else None
+
+
 def _q(value: float | None) -> float:
     return math.inf if value is None else float(value)
 

@@ -20,16 +20,14 @@ from lynx_edge.lab.grading import grade
 from lynx_edge.lab.methods import (
     CueRecord,
     budget_cut,
-    consistency_exit,
-    deer_exit,
-    lynx_exit,
     oracle_exit,
     pareto_front,
     summarize,
 )
 from lynx_edge.lab.problems import load_problems, trace_seed
 from lynx_edge.runtime.engine import Engine
-from lynx_edge.runtime.rules import ExitRule
+from lynx_edge.runtime.policies import TrialExit, first_trial_exit
+from lynx_edge.runtime.rules import ExitRule, first_exit
 
 THINKING_TOKENS = R1_SCRIPT.index("</think>")  # generated tokens up to and including </think>
 
@@ -37,12 +35,19 @@ THINKING_TOKENS = R1_SCRIPT.index("</think>")  # generated tokens up to and incl
 # ---- pure decisions ------------------------------------------------------------------
 def test_lynx_exits_at_the_first_cue_the_rule_passes() -> None:
     cues = [CueRecord("wait", 5, 0.3), CueRecord("\\n", 9, None), CueRecord("hmm", 12, 0.8), CueRecord("wait", 20, 0.9)]
-    assert lynx_exit(ExitRule("per-answer", 0.1, lam=0.7), cues) == 2
-    assert lynx_exit(ExitRule("per-answer", 0.1, lam=0.95), cues) is None
-    assert lynx_exit(ExitRule("per-cue", 0.1, q_pos=0.8, q_neg=0.25), cues) == 0
+    scores = [c.score for c in cues]
+    assert first_exit(ExitRule("per-answer", 0.1, lam=0.7), scores) == 2
+    assert first_exit(ExitRule("per-answer", 0.1, lam=0.95), scores) is None
+    assert first_exit(ExitRule("per-cue", 0.1, q_pos=0.8, q_neg=0.25), scores) == 0
 
 
 def test_trial_budget_and_oracle_cuts() -> None:
+    def deer_exit(confidences: list[float], lam: float) -> int | None:
+        return first_trial_exit(TrialExit("deer", lam), [("", c) for c in confidences])
+
+    def consistency_exit(answers: list[str], k: int) -> int | None:
+        return first_trial_exit(TrialExit("consistency", k), [(a, 0.0) for a in answers])
+
     assert deer_exit([0.5, 0.96, 0.99], 0.95) == 1
     assert deer_exit([0.5, 0.95], 0.95) is None  # must exceed λ
     assert consistency_exit(["\\boxed{7}", "\\boxed{8}", "\\boxed{8 }", "\\boxed{8}"], 2) == 2
