@@ -25,7 +25,13 @@ class ProbeError(LynxError):
 
 
 class SettingError(LynxError, ValueError):
-    """A request setting (alpha, temperature, …) is out of range."""
+    """A request setting (alpha, temperature, …) is out of range; ``field`` names the
+    ``GenerationOptions`` field when there is one, so each front end can name its own flag
+    or parameter."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ContextOverflowError(LynxError):

@@ -22,7 +22,6 @@ from lynx_edge.events import AnswerDelta, Done
 from lynx_edge.lab.grading import last_boxed
 from lynx_edge.lab.problems import load_problems, order
 from lynx_edge.runtime.engine import Engine
-from lynx_edge.runtime.llama_backend import json_grammar
 from lynx_edge.runtime.options import GenerationOptions
 
 SCHEMA = {
@@ -59,12 +58,11 @@ def main() -> None:
     args = ap.parse_args()
     problems = order(load_problems(args.data).problems, args.seed)[: args.limit]
     engine = Engine(args.model)
-    grammar = json_grammar(SCHEMA)
     rows = []
     for problem in problems:
         free = GenerationOptions(seed=args.seed)
         plain, plain_s = timed(engine.generate(problem.prompt, free))
-        strict, strict_s = timed(engine.generate(problem.prompt, free.but(grammar=grammar)))
+        strict, strict_s = timed(engine.generate(problem.prompt, free.but(json_schema=SCHEMA)))
         boxed = last_boxed(plain.result.answer)
         try:
             parsed = json.loads(strict.result.answer)

@@ -61,10 +61,9 @@ async def _app_rate(
     The apps share one model thread, as one app's replies do in a session."""
     app = ChatApp(
         lambda: engine,
+        GenerationOptions(max_tokens=max_tokens, seed=SEED),
         store=ChatStore(history),
         measure_savings=False,
-        max_tokens=max_tokens,
-        seed=SEED,
         model_thread=model_thread,
     )
     async with app.run_test(headless=headless, size=TERMINAL) as pilot:

@@ -108,25 +108,24 @@ class ChatApp(App[None]):
     def __init__(
         self,
         load_engine: Callable[[], Engine],
+        defaults: GenerationOptions | None = None,
         *,
         store: ChatStore | None = None,
         measure_savings: bool = True,
         export_dir: Path | None = None,
-        max_tokens: int | None = None,
-        seed: int | None = None,
         model_thread: ThreadPoolExecutor | None = None,
     ) -> None:
-        """``seed`` None samples each reply with a fresh seed (reported in its result).
+        """``defaults``: every reply's options (the risk level F3/F4 start from, the token cap;
+        a seed None samples each reply with a fresh seed, reported in its result).
         ``model_thread``: a one-thread executor for the model's work, for a host that runs
         several apps on one engine (by default the app makes its own)."""
         super().__init__()
         self.model = ModelThread(model_thread)
-        self.seed = seed
+        self.defaults = defaults or GenerationOptions()
         self.load_engine = load_engine
         self.store = store or ChatStore()
         self.measure_savings = measure_savings
         self.export_dir = export_dir or Path.cwd()
-        self.max_tokens = max_tokens
         self.engine: Engine | None = None
         self.lynx = True
         self.alpha: float | None = None
@@ -180,7 +179,11 @@ class ChatApp(App[None]):
 
     def engine_ready(self, engine: Engine) -> None:
         self.engine = engine
-        rule = engine.rule_for()
+        try:
+            rule = engine.rule_for(self.defaults.alpha, self.defaults.mode)
+        except LynxError as exc:  # a risk level this probe cannot serve: said once, the default used
+            self.notify(str(exc), title="risk level", severity="error", timeout=20)
+            rule = engine.rule_for()
         self.alpha = rule.level if rule else None
         self.query_one("#prompt", Input).placeholder = "Ask something · Enter sends · F1 help"
         self.refresh_header()
@@ -201,7 +204,7 @@ class ChatApp(App[None]):
         if e.probe is None:
             self.sub_title = f"{e.policy_for(GenerationOptions()).describe()} · {state}"
             return
-        rule = e.rule_for(self.alpha)
+        rule = e.rule_for(self.alpha, self.defaults.mode)
         self.sub_title = f"probe {e.probe_name} · {rule.mode} α={rule.level:g} · {state}"
 
     def refresh_totals(self) -> None:
@@ -247,12 +250,11 @@ class ChatApp(App[None]):
         self, messages: list[dict[str, str]], *, lynx: bool, measure: bool, seed: int | None = None
     ) -> Iterator[Event]:
         assert self.engine is not None
-        options = GenerationOptions(
+        options = self.defaults.but(
             exit="auto" if lynx else "none",
             alpha=self.alpha if lynx else None,
             measure_savings=measure and lynx,
-            max_tokens=self.max_tokens,
-            seed=self.seed if seed is None else seed,
+            seed=self.defaults.seed if seed is None else seed,
         )
         return self.engine.generate(messages, options)
 
@@ -355,7 +357,7 @@ class ChatApp(App[None]):
         if e is None or e.card is None or self.alpha is None:
             self.notify("no probe loaded: there is no risk level to change", severity="warning")
             return
-        rule = e.rule_for(self.alpha)
+        rule = e.rule_for(self.alpha, self.defaults.mode)
         level = step_level(e.levels(rule.mode), rule.level, step)
         if level is None:
             self.notify(

@@ -13,7 +13,14 @@ from typing import Any
 import click
 
 from lynx_edge.cli.bench import bench
-from lynx_edge.cli.options import answer_grammar, exit_choice, exit_options, generation_options, model_options
+from lynx_edge.cli.options import (
+    exit_options,
+    generation_options,
+    model_options,
+    options_from,
+    risk_options,
+    schema_option,
+)
 from lynx_edge.cli.probe import probe
 from lynx_edge.errors import SettingError, exits_on_user_error
 
@@ -32,14 +39,12 @@ def prepare_model(model: str | None) -> None:
         resolve_model(model)
 
 
-def load_engine(model, probe, no_probe, alpha, mode, n_ctx, threads, probe_device, *, parallel: int = 1):  # noqa: ANN001, ANN201
+def load_engine(model, probe, no_probe, n_ctx, threads, probe_device, *, parallel: int = 1):  # noqa: ANN001, ANN201
     from lynx_edge.runtime.engine import Engine
 
     return Engine(
         model,
         probe=None if no_probe else (probe or "auto"),
-        alpha=alpha,
-        mode=mode,
         n_ctx=n_ctx,
         n_threads=threads,
         parallel=parallel,
@@ -48,34 +53,8 @@ def load_engine(model, probe, no_probe, alpha, mode, n_ctx, threads, probe_devic
 
 
 def engine_args(kwargs: dict[str, Any]) -> tuple:
-    keys = ("model", "probe", "no_probe", "alpha", "mode", "n_ctx", "threads", "probe_device")
+    keys = ("model", "probe", "no_probe", "n_ctx", "threads", "probe_device")
     return tuple(kwargs.pop(k) for k in keys)
-
-
-def options_from(kwargs: dict[str, Any]):  # noqa: ANN201 - GenerationOptions
-    """A request's options from the run/chat flags (validated by GenerationOptions)."""
-    from lynx_edge.runtime.options import GenerationOptions
-
-    return GenerationOptions(
-        max_tokens=kwargs.get("max_tokens"),
-        temperature=kwargs.get("temperature"),
-        top_p=kwargs.get("top_p"),
-        seed=kwargs.get("seed"),
-        exit=exit_choice(kwargs["exit_policy"], kwargs["no_exit"]),
-        alpha=kwargs.get("alpha"),
-        mode=kwargs.get("mode"),
-        trial_level=kwargs.get("trial_level"),
-        exit_style=kwargs.get("exit_style", "conclude"),
-        measure_savings=kwargs.get("measure_savings", False),
-        think=not kwargs.get("no_think", False),
-        grammar=answer_grammar(kwargs.get("json_schema"), kwargs.get("json_object", False)),
-        answer_reserve=kwargs.get("answer_reserve"),
-        top_logprobs=kwargs.get("top_logprobs", 0),
-        logprobs=bool(kwargs.get("top_logprobs")),
-        frequency_penalty=kwargs.get("frequency_penalty", 0.0),
-        presence_penalty=kwargs.get("presence_penalty", 0.0),
-        logit_bias=tuple(kwargs.get("logit_bias") or ()),
-    )
 
 
 def read_prompt(prompt: str | None) -> str:
@@ -125,17 +104,13 @@ main.add_command(probe)
 @main.command()
 @click.argument("prompt", required=False)
 @model_options
+@risk_options
 @exit_options
 @generation_options
-@click.option(
-    "--measure-savings",
-    is_flag=True,
-    help="After an exit, run the un-exited trajectory to its end and report the exact saving.",
-)
-@click.option(
+@schema_option("measure_savings", "--measure-savings", is_flag=True, show_default=False)
+@schema_option(
+    "top_logprobs",
     "--top-logprobs",
-    type=click.IntRange(0, 20),
-    default=0,
     help="With --json: log-probabilities of the answer tokens, with this many alternatives.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
@@ -147,8 +122,8 @@ def run(prompt: str | None, as_json: bool, **kwargs: Any) -> None:
 
     prompt = read_prompt(prompt)
     load = engine_args(kwargs)
+    options = options_from(kwargs)
     try:
-        options = options_from(kwargs)
         prepare_model(load[0])
         engine = load_engine(*load)
     except KeyboardInterrupt:
@@ -168,20 +143,22 @@ def run(prompt: str | None, as_json: bool, **kwargs: Any) -> None:
 
 @main.command()
 @model_options
-@click.option("--max-tokens", type=click.IntRange(min=1), help="Cap on tokens per reply (default: the preset's).")
+@risk_options
+@schema_option("max_tokens", "--max-tokens", help="Cap on tokens per reply (default: the preset's).")
 @click.option(
     "--no-measure-savings",
     is_flag=True,
     help="Do not finish un-exited thinking in the background to measure the saving.",
 )
 @exits_on_user_error
-def chat(max_tokens: int | None, no_measure_savings: bool, **kwargs: Any) -> None:
+def chat(no_measure_savings: bool, **kwargs: Any) -> None:
     """Terminal chat: live thinking with every exit decision, answers, tokens saved, history."""
     from lynx_edge.chat.app import ChatApp
 
     load = engine_args(kwargs)
+    defaults = options_from(kwargs)
     prepare_model(load[0])
-    app = ChatApp(lambda: load_engine(*load), measure_savings=not no_measure_savings, max_tokens=max_tokens)
+    app = ChatApp(lambda: load_engine(*load), defaults, measure_savings=not no_measure_savings)
     app.run()
 
 
@@ -216,6 +193,7 @@ def models() -> None:
 
 @main.command()
 @model_options
+@risk_options
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -260,8 +238,10 @@ def serve(
     from lynx_edge.serve.app import serve as run_server
 
     load = engine_args(kwargs)
+    defaults = options_from(kwargs)
     prepare_model(load[0])
     engine = load_engine(*load, parallel=parallel)
+    engine.policy_for(defaults)  # a risk level the probe cannot serve fails now, not per request
     for line in engine.notices:
         click.echo(click.style(line, fg="yellow"), err=True)
     click.echo(
@@ -270,7 +250,10 @@ def serve(
         err=True,
     )
     run_server(
-        engine, ServerSettings(host=host, port=port, api_key=api_key, max_queue=max_queue, cors_origins=cors_origin)
+        engine,
+        ServerSettings(
+            host=host, port=port, api_key=api_key, max_queue=max_queue, cors_origins=cors_origin, defaults=defaults
+        ),
     )
 
 

@@ -1,7 +1,9 @@
-"""Click options shared by the commands, with choices taken from the runtime's literals.
+"""Click options shared by the commands; the generation flags are derived from the one schema.
 
-Values are turned into a ``GenerationOptions`` (validated there, once) or engine arguments;
-a value click cannot parse, or one outside its range, is a usage error (exit code 2).
+Each request flag is made from its ``GenerationOptions`` field (type, choices, default, help
+text), and the values become one ``GenerationOptions`` in ``options_from`` — the edge where
+they are checked, once. A value click cannot parse, or one outside its field's range, is a
+usage error naming the flag (exit code 2).
 """
 
 from __future__ import annotations
@@ -9,28 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import click
 
 from lynx_edge.errors import SettingError
-from lynx_edge.runtime.options import EXIT_POLICIES, EXIT_STYLES, MODES, check_alpha
+from lynx_edge.runtime.options import GenerationOptions
 
 F = Callable[..., Any]
-
-
-class Alpha(click.ParamType):
-    """A risk level strictly between 0 and 1."""
-
-    name = "alpha"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        try:
-            return check_alpha(float(value))
-        except (TypeError, ValueError):
-            self.fail(
-                f"alpha must be a number strictly between 0 and 1, got {value!r}: pass e.g. --alpha 0.1", param, ctx
-            )
 
 
 class LogitBias(click.ParamType):
@@ -68,16 +56,6 @@ def model_options(func: F) -> F:
                 "--no-probe", is_flag=True, help="Run without a probe (training-free exits, or none with --exit none)."
             ),
             click.option(
-                "--alpha",
-                type=Alpha(),
-                help="Risk level in (0, 1): the calibrated entry at or below it is used (default: the probe's).",
-            ),
-            click.option(
-                "--mode",
-                type=click.Choice(MODES),
-                help="Which calibration to use (default: per-answer when the probe has it).",
-            ),
-            click.option(
                 "--n-ctx",
                 type=click.IntRange(min=16),
                 help="Context size in tokens per request (default: the preset's).",
@@ -101,24 +79,38 @@ def model_options(func: F) -> F:
     )
 
 
+def schema_option(name: str, *flags: str, **extra: Any) -> Callable[[F], F]:
+    """The click option for ``GenerationOptions`` field ``name``: its type or choices, its
+    default and its help text, with no range of its own (``options_from`` checks it)."""
+    info = GenerationOptions.model_fields[name]
+    kinds = [a for a in get_args(info.annotation) or (info.annotation,) if a is not type(None)]
+    kind = kinds[0]
+    settings: dict[str, Any] = {"help": info.description}
+    if get_origin(kind) is Literal:
+        settings["type"] = click.Choice(get_args(kind))
+    elif kind in (int, float):
+        settings["type"] = kind
+    if info.default not in (None, ()):
+        settings.update(default=info.default, show_default=True)
+    return click.option(*flags, name, **{**settings, **extra})
+
+
+FLAGS = {"think": "--no-think", "json_schema": "--json-schema"}  # fields whose flag is not --field-name
+
+
+def risk_options(func: F) -> F:
+    """The risk level and the calibration it is read from (a request's, or a server's and a
+    chat's default for requests that name none)."""
+    return apply([schema_option("alpha", "--alpha"), schema_option("mode", "--mode")], func)
+
+
 def exit_options(func: F) -> F:
     """Who may close the thinking early."""
     return apply(
         [
-            click.option(
-                "--exit",
-                "exit_policy",
-                type=click.Choice(EXIT_POLICIES),
-                default="auto",
-                show_default=True,
-                help="auto: the probe when the model has one, else the training-free default; none: never exit.",
-            ),
+            schema_option("exit", "--exit"),
             click.option("--no-exit", is_flag=True, help="Same as --exit none: the plain loop, the baseline."),
-            click.option(
-                "--trial-level",
-                type=float,
-                help="DEER's confidence λ, or consistency's run length k (training-free exits).",
-            ),
+            schema_option("trial_level", "--trial-level"),
         ],
         func,
     )
@@ -128,69 +120,58 @@ def generation_options(func: F) -> F:
     """Sampling and answer options of one request."""
     return apply(
         [
-            click.option("--seed", type=int, help="Sampling seed (default: random, reported in --json)."),
-            click.option(
-                "--temperature",
-                "-t",
-                type=click.FloatRange(min=0),
-                help="Sampling temperature; 0 is greedy (default: the preset's).",
-            ),
-            click.option(
-                "--top-p",
-                type=click.FloatRange(0, 1, min_open=True),
-                help="Nucleus probability (default: the preset's).",
-            ),
-            click.option(
-                "--max-tokens",
-                type=click.IntRange(min=1),
-                help="Cap on thinking + answer tokens (default: the preset's).",
-            ),
-            click.option(
-                "--exit-style",
-                type=click.Choice(EXIT_STYLES),
-                default="conclude",
-                show_default=True,
-                help="conclude: close the thinking, the model answers; boxed: greedy \\boxed{} answer.",
-            ),
-            click.option(
-                "--no-think",
-                is_flag=True,
-                help="Close the thinking at once (the template's own switch where it has one).",
-            ),
+            schema_option("seed", "--seed"),
+            schema_option("temperature", "--temperature", "-t"),
+            schema_option("top_p", "--top-p"),
+            schema_option("max_tokens", "--max-tokens"),
+            schema_option("exit_style", "--exit-style"),
+            click.option("--no-think", is_flag=True, help=GenerationOptions.model_fields["think"].description),
             click.option(
                 "--json-schema",
-                "json_schema",
+                "json_schema_file",
                 type=click.Path(dir_okay=False, path_type=Path),
                 help="The answer (not the thinking) must be JSON valid against this schema file.",
             ),
             click.option("--json-object", is_flag=True, help="The answer must be a JSON object."),
-            click.option(
-                "--answer-reserve",
-                type=click.IntRange(min=1),
-                help="Keep this many of --max-tokens for the answer: the thinking is closed in time (a budget exit).",
-            ),
-            click.option("--frequency-penalty", type=click.FloatRange(-2, 2), default=0.0, show_default=True),
-            click.option("--presence-penalty", type=click.FloatRange(-2, 2), default=0.0, show_default=True),
-            click.option(
-                "--logit-bias", type=LogitBias(), multiple=True, help="TOKEN=BIAS, repeatable (bias in [-100, 100])."
+            schema_option("answer_reserve", "--answer-reserve"),
+            schema_option("frequency_penalty", "--frequency-penalty"),
+            schema_option("presence_penalty", "--presence-penalty"),
+            schema_option(
+                "logit_bias", "--logit-bias", type=LogitBias(), multiple=True, default=(), show_default=False
             ),
         ],
         func,
     )
 
 
-def answer_grammar(json_schema: Path | None, json_object: bool) -> str | None:
-    """The GBNF the answer must follow, from --json-schema / --json-object."""
-    from lynx_edge.runtime.llama_backend import json_grammar
+def options_from(kwargs: dict[str, Any]) -> GenerationOptions:
+    """The request the flags in ``kwargs`` ask for (the flags are taken out of ``kwargs``),
+    checked here once; a bad value is a usage error naming its flag."""
+    values: dict[str, Any] = {k: kwargs.pop(k) for k in list(kwargs) if k in GenerationOptions.model_fields}
+    if kwargs.pop("no_exit", False):
+        values["exit"] = "none"
+    if kwargs.pop("no_think", False):
+        values["think"] = False
+    values["json_schema"] = _json_schema(kwargs.pop("json_schema_file", None), kwargs.pop("json_object", False))
+    if values.get("top_logprobs"):
+        values["logprobs"] = True
+    given = {k: v for k, v in values.items() if v is not None and v != ()}
+    try:
+        return GenerationOptions(**given)
+    except SettingError as exc:
+        flag = FLAGS.get(exc.field or "", f"--{(exc.field or '').replace('_', '-')}")
+        message = str(exc).replace(f"pass e.g. {exc.field}=", f"pass e.g. {flag} ")  # the flag, not the field
+        raise click.BadParameter(message, param_hint=f"'{flag}'") from None
 
-    if json_schema is not None:
+
+def _json_schema(path: Path | None, json_object: bool) -> dict[str, Any] | None:
+    """The JSON schema the answer must follow, from --json-schema FILE / --json-object."""
+    if path is not None:
         try:
-            schema = json.loads(json_schema.read_text())
+            schema = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise SettingError(f"cannot read the JSON schema {json_schema} ({exc}): pass a JSON file") from None
-        return json_grammar(schema)
-    return json_grammar(None) if json_object else None
-
-
-def exit_choice(exit_policy: str, no_exit: bool) -> str:
-    return "none" if no_exit else exit_policy
+            raise SettingError(f"cannot read the JSON schema {path} ({exc}): pass a JSON file") from None
+        if not isinstance(schema, dict):
+            raise SettingError(f"the JSON schema in {path} is not a JSON object: pass a schema file")
+        return schema
+    return {"type": "object"} if json_object else None

@@ -23,10 +23,10 @@ from lynx_edge.runtime.conditions import RequestConditions
 from lynx_edge.runtime.cues import CueMatcher
 from lynx_edge.runtime.generation import FeatureSink, Generation, Plan, Policy
 from lynx_edge.runtime.ledger import token_texts
-from lynx_edge.runtime.llama_backend import LlamaBackend, SamplingSettings
+from lynx_edge.runtime.llama_backend import LlamaBackend, SamplingSettings, json_grammar
 from lynx_edge.runtime.model_files import default_probe, resolve_model
 from lynx_edge.runtime.onnx_probe import OnnxProbe, ProbeDevice
-from lynx_edge.runtime.options import ExitStyle, GenerationOptions, Mode, check_alpha
+from lynx_edge.runtime.options import ExitStyle, GenerationOptions, Mode
 from lynx_edge.runtime.policies import DEFAULT_LEVELS, DEFAULT_TRIAL, NoExit, ProbeExit, TrialExit
 from lynx_edge.runtime.presets import ModelPreset
 from lynx_edge.runtime.probe_card import ProbeCard
@@ -35,6 +35,7 @@ from lynx_edge.runtime.scheduler import Scheduler
 
 Messages = str | Sequence[dict[str, str]]
 DEFAULT_ALPHA = 0.1
+JSON_ANSWER_RESERVE = 64  # tokens kept for a JSON answer when the request sets max_tokens
 BRANCH_CELLS = 256  # cache cells each slot keeps for trial answers and forced exits
 
 
@@ -46,8 +47,6 @@ class Engine:
         model: str | Path | None = None,
         *,
         probe: str | Path | None = "auto",
-        alpha: float | None = None,
-        mode: Mode | None = None,
         n_ctx: int | None = None,
         n_threads: int | None = None,
         parallel: int = 1,
@@ -57,8 +56,6 @@ class Engine:
         one; ``None`` runs without a probe. ``parallel`` is how many generations a scheduler
         may run at once (each gets its own slot in the KV cache). ``probe_device`` says where
         the probe runs (``onnx_probe.choose_provider``)."""
-        if alpha is not None:
-            check_alpha(alpha)
         if parallel < 1:
             raise SettingError(f"parallel must be at least 1, got {parallel}")
         resolved = resolve_model(model)
@@ -85,11 +82,8 @@ class Engine:
             if self.card and self.card.onnx
             else None
         )
-        default_alpha = self.card.default_alpha if self.card and self.card.default_alpha else DEFAULT_ALPHA
-        self.alpha = alpha if alpha is not None else default_alpha
-        self.mode = mode
-        for calibration in self.card.calibrations if self.card else []:
-            select_rule(calibration, self.alpha, mode)  # an alpha the card cannot serve fails now
+        # the level a request that names none runs at: the card's choice, else the runtime's
+        self.alpha = self.card.default_alpha if self.card and self.card.default_alpha else DEFAULT_ALPHA
         source = self.card or self.preset
         self.cues = tuple(source.cues)
         self.exit_text = source.exit_text
@@ -151,9 +145,7 @@ class Engine:
         condition set's); None without a card."""
         if not self.card:
             return None
-        return select_rule(
-            calibration or self.card.calibration, self.alpha if alpha is None else alpha, mode or self.mode
-        )
+        return select_rule(calibration or self.card.calibration, self.alpha if alpha is None else alpha, mode)
 
     def levels(self, mode: Mode) -> list[float]:
         """The risk levels the card offers in ``mode``, ascending."""
@@ -230,8 +222,11 @@ class Engine:
                     f"logit_bias names token {token}, outside this model's vocabulary "
                     f"0..{self.backend.info.n_vocab - 1}"
                 )
-        if options.grammar is not None and self.backend.grammar(options.grammar) is None:
-            raise SettingError("the answer's grammar does not parse in llama.cpp: check the schema or GBNF")
+        grammar = None
+        if options.json_schema is not None:
+            grammar = self.backend.grammar(json_grammar(options.json_schema))
+            if grammar is None:
+                raise SettingError("the answer's grammar does not parse in llama.cpp: check the JSON schema")
         request = RequestConditions(
             temperature=temperature,
             top_p=top_p,
@@ -243,11 +238,7 @@ class Engine:
         calibration, departures = self.card.calibration_for(request) if self.card else (None, [])
         policy = self.policy_for(options, calibration)
         departures = departures if policy.guarantee else []
-        reserve = options.answer_reserve
-        if reserve is not None and reserve >= max_tokens:
-            raise SettingError(
-                f"the answer reserve ({reserve}) leaves no room to think in {max_tokens} tokens: raise max_tokens"
-            )
+        reserve = answer_reserve(options, max_tokens)
         return Plan(
             prompt=prompt,
             max_tokens=max_tokens,
@@ -258,9 +249,9 @@ class Engine:
             measure_savings=options.measure_savings,
             think=options.think,
             think_closed_in_prompt=not options.think and bool(self.preset.no_think_kwargs),
-            grammar=options.grammar,
+            grammar=grammar,
             answer_reserve=reserve,
-            logprobs=options.logprobs or options.top_logprobs > 0,
+            logprobs=options.logprobs,
             top_logprobs=options.top_logprobs,
         )
 
@@ -345,6 +336,23 @@ class Engine:
 
     def close(self) -> None:
         self.backend.close()
+
+
+def answer_reserve(options: GenerationOptions, max_tokens: int) -> int | None:
+    """Tokens of ``max_tokens`` kept for the answer (the one place this rule lives): what the
+    request asks for — an error when that leaves no room to think — or, for a JSON answer
+    under an explicit token limit, ``JSON_ANSWER_RESERVE`` (half the limit when that is less)."""
+    if options.answer_reserve is not None:
+        if options.answer_reserve >= max_tokens:
+            raise SettingError(
+                f"the answer reserve ({options.answer_reserve}) leaves no room to think in {max_tokens} tokens: "
+                "raise max_tokens",
+                field="answer_reserve",
+            )
+        return options.answer_reserve
+    if options.json_schema is not None and options.max_tokens is not None:
+        return JSON_ANSWER_RESERVE if JSON_ANSWER_RESERVE < max_tokens else max(1, max_tokens // 2)
+    return None
 
 
 def _no_probe_hint() -> str:

@@ -91,7 +91,7 @@ class Plan:
     measure_savings: bool = False
     think: bool = True
     think_closed_in_prompt: bool = False  # the chat template wrote an empty thinking block itself
-    grammar: str | None = None
+    grammar: Grammar | None = None  # compiled for this request alone (a grammar sampler has state)
     answer_reserve: int | None = None
     logprobs: bool = False
     top_logprobs: int = 0
@@ -134,7 +134,7 @@ class Generation:
         self.resume: tuple[int, list[int], Sampler] | None = None
         self.finish_reason = "stop"
         self.closed_by_runtime = False
-        self.grammar: Grammar | None = None
+        self.grammar: Grammar | None = plan.grammar
         self.reused = 0
 
     # ---- main loop ------------------------------------------------------------------
@@ -144,8 +144,6 @@ class Generation:
         self.reused = b.reuse_prefix(plan.prompt, self.seq)
         out: BatchOut = yield BatchItem(self.seq, plan.prompt[self.reused :])
         self.sampler = b.sampler(plan.sampling)
-        if plan.grammar:
-            self.grammar = b.grammar(plan.grammar)
         decode_start = time.perf_counter()
         if plan.think_closed_in_prompt:
             self.ledger.open_answer()

@@ -1,18 +1,23 @@
-"""One generation's options: a frozen object validated once, where it is made.
+"""One generation's options: the one schema of what a request may ask, validated once.
 
-The CLI, the chat, the server and the Python API all build a ``GenerationOptions`` and hand
-it to ``Engine.generate``. Ranges are checked here; ``Engine.plan`` adds the checks that need
-the model (context size, vocabulary, grammar), and the CLI's click types and the server's
-schema check some of the same ranges at their own edge first. The literal types below are
-also where click's choices and the server's schema come from.
+``GenerationOptions`` is the vocabulary every front end speaks: each field's type, range,
+default and help text live here and nowhere else. The CLI derives its flags from these fields
+(``cli.options``), the server maps its wire fields onto them (``serve.api``), the chat and the
+Python API build them directly — and whoever builds one is the edge where it is checked, once:
+an out-of-range value is a ``SettingError`` that names the field (``.field``), so the CLI can
+point at its flag and the server at its parameter. ``Engine.plan`` adds only the checks that
+need the model (context size, vocabulary, whether a card serves the risk level).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Literal, get_args
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lynx_edge.errors import SettingError
 
@@ -25,20 +30,13 @@ EXIT_POLICIES: tuple[ExitPolicyName, ...] = get_args(ExitPolicyName)
 MAX_TOP_LOGPROBS = 20
 
 
-def check_alpha(alpha: float) -> float:
-    """Reject a risk level outside (0, 1) with a message that says what to pass."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < float(alpha) < 1.0:
-        raise SettingError(f"alpha must lie strictly between 0 and 1, got {alpha}: pass e.g. --alpha 0.1")
-    return float(alpha)
+def _field(description: str, default: Any = None, *, example: str | None = None, **limits: float) -> Any:
+    """A field with its help text and, for a bad value, the example a message suggests."""
+    extra = {"example": example} if example is not None else None
+    return Field(default, description=description, json_schema_extra=extra, **limits)
 
 
-def check_exit_style(style: object) -> None:
-    """Reject an exit style other than conclude or boxed."""
-    _check(style in EXIT_STYLES, f"exit style must be conclude or boxed, got {style!r}")
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
+class GenerationOptions(BaseModel):
     """How to answer one request. ``None`` fields take the model preset's (or probe's) default.
 
     ``exit`` picks who may close the thinking early: the probe (LYNX, with a calibrated risk
@@ -47,84 +45,129 @@ class GenerationOptions:
     training-free default).
     """
 
-    max_tokens: int | None = None  # thinking + answer
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int = 100
-    seed: int | None = None
-    exit: ExitPolicyName = "auto"
-    alpha: float | None = None  # risk level of the probe's calibrated rule
-    mode: Mode | None = None  # per-cue or per-answer calibration
-    trial_level: float | None = None  # DEER's λ (confidence) or the consistency run length k
-    exit_style: ExitStyle = "conclude"
-    measure_savings: bool = False
-    think: bool = True  # False: close the thinking at once (--no-think, reasoning_effort "none")
-    grammar: str | None = None  # GBNF the answer must follow (the thinking stays free)
-    answer_reserve: int | None = None  # tokens kept for the answer out of max_tokens
-    logprobs: bool = False
-    top_logprobs: int = 0
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    logit_bias: tuple[tuple[int, float], ...] = field(default=())
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
 
-    def __post_init__(self) -> None:
-        if self.alpha is not None:
-            object.__setattr__(self, "alpha", check_alpha(self.alpha))
-        if isinstance(self.logit_bias, Mapping):
-            object.__setattr__(self, "logit_bias", tuple((int(k), float(v)) for k, v in self.logit_bias.items()))
-        _check(
-            self.temperature is None or (_finite(self.temperature) and self.temperature >= 0),
-            f"temperature must be ≥ 0, got {self.temperature}: pass e.g. --temperature 0.6",
-        )
-        _check(
-            self.top_p is None or (_finite(self.top_p) and 0 < self.top_p <= 1),
-            f"top_p must lie in (0, 1], got {self.top_p}: pass e.g. --top-p 0.95",
-        )
-        _check(
-            self.max_tokens is None or (_int(self.max_tokens) and self.max_tokens >= 1),
-            f"max_tokens must be a positive integer, got {self.max_tokens}",
-        )
-        _check(_int(self.top_k) and self.top_k >= 0, f"top_k must be a non-negative integer, got {self.top_k}")
-        _check(self.seed is None or _int(self.seed), f"seed must be an integer, got {self.seed}")
-        _check(self.exit in EXIT_POLICIES, f"exit policy must be one of {', '.join(EXIT_POLICIES)}, got {self.exit!r}")
-        _check(
-            self.mode is None or self.mode in MODES, f"unknown exit mode {self.mode!r}: use one of {', '.join(MODES)}"
-        )
-        check_exit_style(self.exit_style)
-        _check(
-            self.trial_level is None or (_finite(self.trial_level) and self.trial_level > 0),
-            f"trial level must be positive (DEER λ in (0, 1), consistency k ≥ 2), got {self.trial_level}",
-        )
-        _check(
-            self.answer_reserve is None or (_int(self.answer_reserve) and self.answer_reserve >= 1),
-            f"answer reserve must be a positive number of tokens, got {self.answer_reserve}",
-        )
-        _check(
-            _int(self.top_logprobs) and 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS,
-            f"top_logprobs must lie in 0..{MAX_TOP_LOGPROBS}, got {self.top_logprobs}",
-        )
-        for name in ("frequency_penalty", "presence_penalty"):
-            value = getattr(self, name)
-            _check(_finite(value) and -2.0 <= value <= 2.0, f"{name} must lie in [-2, 2], got {value}")
-        for token, bias in self.logit_bias:
-            _check(
-                _finite(bias) and -100 <= bias <= 100,
-                f"logit_bias values must lie in [-100, 100], got {bias} for {token}",
-            )
+    max_tokens: int | None = _field("Cap on thinking + answer tokens (default: the preset's).", ge=1, example="256")
+    temperature: float | None = _field(
+        "Sampling temperature; 0 is greedy (default: the preset's).", ge=0, le=2, example="0.6"
+    )
+    top_p: float | None = _field("Nucleus probability (default: the preset's).", gt=0, le=1, example="0.95")
+    top_k: int = _field("Sample among this many likeliest tokens (0: all).", 100, ge=0, example="100")
+    seed: int | None = _field("Sampling seed (default: random, reported in --json).")
+    exit: ExitPolicyName = _field(
+        "Who may close the thinking early. auto: the probe when the model has one, else the training-free "
+        "default; none: never exit.",
+        "auto",
+    )
+    alpha: float | None = _field(
+        "Risk level in (0, 1): the calibrated entry at or below it is used (default: the probe's).",
+        gt=0,
+        lt=1,
+        example="0.1",
+    )
+    mode: Mode | None = _field("Which calibration to use (default: per-answer when the probe has it).")
+    trial_level: float | None = _field(
+        "DEER's confidence λ, or consistency's run length k (training-free exits).", gt=0, example="0.95"
+    )
+    exit_style: ExitStyle = _field(
+        "conclude: close the thinking, the model answers; boxed: greedy \\boxed{} answer.", "conclude"
+    )
+    measure_savings: bool = _field(
+        "After an exit, run the un-exited trajectory to its end and report the exact saving.", False
+    )
+    think: bool = _field("False: close the thinking at once (the template's own switch where it has one).", True)
+    json_schema: dict[str, Any] | None = _field(
+        "The answer (not the thinking) must be JSON valid against this schema; {'type': 'object'} for any object."
+    )
+    answer_reserve: int | None = _field(
+        "Keep this many of max_tokens for the answer: the thinking is closed in time (a budget exit).",
+        ge=1,
+        example="64",
+    )
+    logprobs: bool = _field("Report the log-probability of each answer token.", False)
+    top_logprobs: int = _field(
+        "Log-probabilities of the answer tokens, with this many alternatives.", 0, ge=0, le=MAX_TOP_LOGPROBS
+    )
+    frequency_penalty: float = _field("Penalise tokens by how often they appeared.", 0.0, ge=-2, le=2)
+    presence_penalty: float = _field("Penalise tokens that appeared at all.", 0.0, ge=-2, le=2)
+    logit_bias: tuple[tuple[int, Annotated[float, Field(ge=-100, le=100)]], ...] = _field(
+        "TOKEN=BIAS pairs added to those tokens' logits (bias in [-100, 100]).", ()
+    )
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _setting_error(exc) from None
+
+    @field_validator("logit_bias", mode="before")
+    @classmethod
+    def _pairs(cls, value: Any) -> Any:
+        """A {token: bias} mapping (the wire's shape) or pairs, as a tuple of pairs."""
+        if isinstance(value, Mapping):
+            value = list(value.items())
+        if isinstance(value, (list, tuple)):
+            return tuple(tuple(pair) if isinstance(pair, (list, tuple)) else pair for pair in value)
+        return value
+
+    @field_validator("temperature", "top_p", "trial_level", "alpha", "frequency_penalty", "presence_penalty")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("not finite")
+        return value
 
     def but(self, **changes: object) -> GenerationOptions:
         """A copy with ``changes`` (validated again)."""
-        return replace(self, **changes)
+        return GenerationOptions(**{**self.model_dump(), **changes})
 
 
-def _finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def check_exit_style(style: object) -> None:
+    """Reject an exit style other than conclude or boxed (the bench's setting, outside a request)."""
+    if style not in EXIT_STYLES:
+        raise SettingError(f"exit_style must be one of {', '.join(EXIT_STYLES)}, got {style!r}", field="exit_style")
 
 
-def _int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def expects(name: str) -> str:
+    """What field ``name`` accepts, in words ("a number in (0, 1)", "one of a, b")."""
+    info = GenerationOptions.model_fields[name]
+    ann = info.annotation
+    kinds = [a for a in (get_args(ann) if get_origin(ann) in (Union, UnionType) else (ann,)) if a is not type(None)]
+    kind = kinds[0]
+    if get_origin(kind) is Literal:
+        return f"one of {', '.join(get_args(kind))}"
+    if name == "logit_bias":
+        return "TOKEN=BIAS pairs with a bias in [-100, 100]"
+    if kind is bool:
+        return "true or false"
+    if get_origin(kind) is dict:
+        return "a JSON schema object"
+    low = high = None
+    for m in info.metadata:
+        if isinstance(m, annotated_types.Ge):
+            low = f"[{m.ge:g}"
+        elif isinstance(m, annotated_types.Gt):
+            low = f"({m.gt:g}"
+        elif isinstance(m, annotated_types.Le):
+            high = f"{m.le:g}]"
+        elif isinstance(m, annotated_types.Lt):
+            high = f"{m.lt:g})"
+    kind = "an integer" if kind is int else "a number"
+    if low and high:
+        return f"{kind} in {low}, {high}"
+    if low:
+        return f"{kind} {'≥' if low[0] == '[' else '>'} {low[1:]}"
+    return kind
 
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise SettingError(message)
+def _setting_error(exc: ValidationError) -> SettingError:
+    """One line for the first bad field: what it accepts, what it got, what to pass."""
+    error = exc.errors()[0]
+    loc = error["loc"]
+    name = str(loc[0]) if loc else "options"
+    if name not in GenerationOptions.model_fields:
+        return SettingError(f"unknown option {name!r}", field=name)
+    got = error.get("input")
+    extra = GenerationOptions.model_fields[name].json_schema_extra or {}
+    hint = f": pass e.g. {name}={extra['example']}" if isinstance(extra, dict) and "example" in extra else ""
+    return SettingError(f"{name} must be {expects(name)}, got {got!r}{hint}", field=name)

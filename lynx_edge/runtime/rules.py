@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from lynx_edge.errors import SettingError
-from lynx_edge.runtime.options import MODES, Mode, check_alpha
+from lynx_edge.runtime.options import Mode
 
 Calibration = dict[str, Sequence[dict[str, Any]]]  # a card's ``calibration``: per_cue and per_answer entries
 
@@ -78,11 +78,8 @@ def _q(value: float | None) -> float:
 def select_rule(calibration: Calibration, alpha: float, mode: Mode | None = None) -> ExitRule:
     """The rule ``alpha`` picks from a card's calibration; ``mode`` None prefers per-answer
     when the card holds it (it bounds what users see: wrong answers), else per-cue."""
-    alpha = check_alpha(alpha)
     if mode is None:
         mode = "per-answer" if calibration.get("per_answer") else "per-cue"
-    if mode not in MODES:
-        raise SettingError(f"unknown exit mode {mode!r}: use one of {', '.join(MODES)}")
     key, level_key = ("per_answer", "alpha") if mode == "per-answer" else ("per_cue", "delta")
     entries = list(calibration.get(key) or [])
     if not entries:

@@ -1,8 +1,9 @@
 """The OpenAI chat-completions wire format: the request schema and the response shapes.
 
-Requests are validated by pydantic models (unknown fields are accepted, logged at debug
-level, and ignored; the fields lynx-edge cannot honour are refused with a 400 that names
-them), and turned into one ``GenerationOptions``. Responses are built only from a ``Reply``
+Requests are parsed by pydantic models (unknown fields are accepted, logged at debug level,
+and ignored; the fields lynx-edge cannot honour are refused with a 400 that names them) and
+turned into one ``GenerationOptions``, whose schema checks every value's range once: a bad
+value is a 400 naming the request's own parameter. Responses are built only from a ``Reply``
 (the folded events), so the server shows what the CLI and the chat show. No HTTP here.
 """
 
@@ -15,9 +16,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
+from lynx_edge.errors import SettingError
 from lynx_edge.events import GenerationResult, Reply, TokenLogprob
-from lynx_edge.runtime.llama_backend import json_grammar
-from lynx_edge.runtime.options import EXIT_POLICIES, GenerationOptions
+from lynx_edge.runtime.options import GenerationOptions
 
 log = logging.getLogger("lynx_edge.serve")
 
@@ -25,7 +26,6 @@ log = logging.getLogger("lynx_edge.serve")
 EFFORT_ALPHA = {"low": 0.2, "medium": 0.1, "high": 0.05}
 NO_THINKING = ("none", "minimal")
 MAX_STOP = 4
-SCHEMA_ANSWER_RESERVE = 64  # tokens kept for a JSON answer when max_tokens is set
 UNSUPPORTED = (
     "tools",
     "tool_choice",
@@ -103,10 +103,10 @@ class LynxOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     enabled: StrictBool = True
-    alpha: Annotated[Number, Field(gt=0, lt=1)] | None = None
-    exit: Literal[EXIT_POLICIES] | None = None  # type: ignore[valid-type]
+    alpha: Number | None = None
+    exit: StrictStr | None = None
     measure_savings: StrictBool = False
-    answer_reserve: Annotated[StrictInt, Field(ge=1)] | None = None
+    answer_reserve: StrictInt | None = None
 
 
 class ChatRequest(BaseModel):
@@ -117,20 +117,20 @@ class ChatRequest(BaseModel):
     model: StrictStr | None = None
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[Number, Field(gt=0, le=1)] | None = None
-    max_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    temperature: Number | None = None
+    top_p: Number | None = None
+    max_tokens: StrictInt | None = None
+    max_completion_tokens: StrictInt | None = None
     seed: StrictInt | None = None
     stop: StrictStr | Annotated[list[Annotated[StrictStr, Field(min_length=1)]], Field(max_length=MAX_STOP)] | None = (
         None
     )
     n: Literal[1] = 1
     logprobs: StrictBool = False
-    top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
-    frequency_penalty: Annotated[Number, Field(ge=-2, le=2)] = 0.0
-    presence_penalty: Annotated[Number, Field(ge=-2, le=2)] = 0.0
-    logit_bias: dict[StrictStr, Annotated[Number, Field(ge=-100, le=100)]] | None = None
+    top_logprobs: StrictInt | None = None
+    frequency_penalty: Number = 0.0
+    presence_penalty: Number = 0.0
+    logit_bias: dict[StrictStr, Number] | None = None
     response_format: ResponseFormat | None = None
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
     lynx: LynxOptions | None = None
@@ -150,22 +150,20 @@ class ChatRequest(BaseModel):
     def chat(self) -> list[dict[str, str]]:
         return [m.plain() for m in self.messages]
 
-    def options(self) -> GenerationOptions:
-        """The request in the engine's terms (checked again by GenerationOptions)."""
+    def options(self, defaults: GenerationOptions | None = None) -> GenerationOptions:
+        """The request in the engine's terms, over the server's ``defaults`` (its --alpha and
+        --mode); each value's range is checked here, by the options' schema."""
+        defaults = defaults or GenerationOptions()
         lynx = self.lynx or LynxOptions()
         effort = self.reasoning_effort
-        alpha = lynx.alpha if lynx.alpha is not None else EFFORT_ALPHA.get(effort or "")
-        exit_policy = "none" if not lynx.enabled else (lynx.exit or "auto")
-        max_tokens = self.max_completion_tokens or self.max_tokens
-        grammar = None
+        alpha = lynx.alpha if lynx.alpha is not None else EFFORT_ALPHA.get(effort or "", defaults.alpha)
+        exit_policy = "none" if not lynx.enabled else (lynx.exit or defaults.exit)
+        json_schema = None
         if self.wants_json:
             spec = self.response_format.json_schema
-            grammar = json_grammar(spec.schema_ if self.response_format.type == "json_schema" and spec else None)
-        reserve = lynx.answer_reserve or (SCHEMA_ANSWER_RESERVE if grammar and max_tokens else None)
-        if reserve and max_tokens and reserve >= max_tokens:
-            reserve = max(1, max_tokens // 2)
+            json_schema = spec.schema_ if self.response_format.type == "json_schema" and spec else {"type": "object"}
         try:
-            bias = tuple((int(k), float(v)) for k, v in (self.logit_bias or {}).items())
+            bias = {int(k): v for k, v in (self.logit_bias or {}).items()}
         except ValueError:
             raise ApiError(
                 400,
@@ -173,23 +171,36 @@ class ChatRequest(BaseModel):
                 param="logit_bias",
                 code="invalid_value",
             ) from None
-        return GenerationOptions(
-            max_tokens=max_tokens,
-            temperature=None if self.temperature is None else float(self.temperature),
-            top_p=None if self.top_p is None else float(self.top_p),
-            seed=self.seed,
-            exit=exit_policy,
-            alpha=None if alpha is None or exit_policy == "none" else float(alpha),
-            measure_savings=lynx.measure_savings,
-            think=effort not in NO_THINKING,
-            grammar=grammar,
-            answer_reserve=reserve,
-            logprobs=self.logprobs,
-            top_logprobs=(self.top_logprobs or 0) if self.logprobs else 0,
-            frequency_penalty=float(self.frequency_penalty),
-            presence_penalty=float(self.presence_penalty),
-            logit_bias=bias,
-        )
+        try:
+            return defaults.but(
+                max_tokens=self.max_tokens if self.max_completion_tokens is None else self.max_completion_tokens,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                seed=self.seed,
+                exit=exit_policy,
+                alpha=None if alpha is None or exit_policy == "none" else alpha,
+                measure_savings=lynx.measure_savings,
+                think=effort not in NO_THINKING,
+                json_schema=json_schema,
+                answer_reserve=lynx.answer_reserve,
+                logprobs=self.logprobs,
+                top_logprobs=self.top_logprobs or 0,
+                frequency_penalty=self.frequency_penalty,
+                presence_penalty=self.presence_penalty,
+                logit_bias=bias,
+            )
+        except SettingError as exc:
+            raise ApiError(400, str(exc), param=self._wire_name(exc.field), code="invalid_value") from None
+
+    def _wire_name(self, field: str | None) -> str | None:
+        """The request parameter that carried option ``field``."""
+        if field in ("alpha", "exit", "answer_reserve", "measure_savings"):
+            return f"lynx.{field}"
+        if field == "max_tokens":
+            return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
+        if field == "json_schema":
+            return "response_format"
+        return field
 
 
 def parse_request(body: Any) -> ChatRequest:

@@ -21,7 +21,7 @@ import json
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from starlette.routing import Route
 from lynx_edge.errors import ContextOverflowError, SettingError
 from lynx_edge.events import AnswerDelta, Done, Reply, ThinkingDelta
 from lynx_edge.runtime.engine import Engine
+from lynx_edge.runtime.options import GenerationOptions
 from lynx_edge.serve.api import ApiError, ChatRequest, Completion, StopFilter, finish_reason, lynx_stats, parse_request
 from lynx_edge.serve.batcher import END, Batcher, Busy, Job
 
@@ -50,6 +51,7 @@ class ServerSettings:
     api_key: str | None = None
     max_queue: int = 32
     cors_origins: tuple[str, ...] = ()
+    defaults: GenerationOptions = field(default_factory=GenerationOptions)  # for requests that name none (--alpha)
 
 
 def _api_error(exc: BaseException) -> ApiError:
@@ -148,7 +150,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> Starle
                     param="model",
                     code="model_not_found",
                 )
-            job = Job(chat_request.chat(), chat_request.options(), asyncio.get_running_loop())
+            job = Job(chat_request.chat(), chat_request.options(settings.defaults), asyncio.get_running_loop())
             batcher.submit(job)
         except ApiError as exc:
             return _error_response(exc)

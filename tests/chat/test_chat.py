@@ -27,6 +27,7 @@ from lynx_edge.chat.view import LIVE_LINES, AssistantMessage, UserMessage
 from lynx_edge.cli import main
 from lynx_edge.errors import ModelError
 from lynx_edge.runtime.engine import Engine
+from lynx_edge.runtime.options import GenerationOptions
 
 pytestmark = pytest.mark.anyio
 
@@ -57,9 +58,9 @@ class RecordingApp(ChatApp):
 def make_app(model: Path, tmp_path: Path, **kwargs) -> RecordingApp:
     return RecordingApp(
         lambda: Engine(model, n_threads=2),
+        GenerationOptions(max_tokens=kwargs.pop("max_tokens", 160)),
         store=ChatStore(tmp_path / "chats.sqlite3"),
         export_dir=tmp_path,
-        max_tokens=kwargs.pop("max_tokens", 160),
         **kwargs,
     )
 

@@ -161,8 +161,9 @@ def test_models_lists_presets_and_their_probes() -> None:
     [
         (["--model", "/nowhere/model.gguf"], "model file not found: /nowhere/model.gguf", 1),
         (["--model", "no-such-preset"], "unknown model 'no-such-preset'", 1),
-        (["--alpha", "1.5"], "alpha must be a number strictly between 0 and 1", 2),
-        (["--alpha", "abc"], "alpha must be a number strictly between 0 and 1", 2),
+        (["--alpha", "1.5"], "alpha must be a number in (0, 1), got 1.5: pass e.g. --alpha 0.1", 2),
+        (["--alpha", "abc"], "'abc' is not a valid float", 2),
+        (["--temperature", "-1"], "Invalid value for '--temperature': temperature must be a number in [0, 2]", 2),
         (
             ["--model", "qwen3-0.6b"],
             "could not download Qwen3-0.6B-Q8_0.gguf from Qwen/Qwen3-0.6B-GGUF (no network)",

@@ -170,10 +170,16 @@ def test_lynx_row_is_what_the_runtime_does(benched: dict, tiny_r1: Path, tmp_pat
         code, output = bench(*args, "--exit-style", "boxed")
         assert code == 0, output
     problem = load_problems(benched["data"]).problems[0]
-    engine = Engine(tiny_r1, probe=benched["probe"], alpha=0.05, mode="per-cue", n_ctx=512)
+    engine = Engine(tiny_r1, probe=benched["probe"], n_ctx=512)
     real = result_of(
         engine.generate(
-            problem.prompt, temperature=0, max_tokens=64, exit_style=exit_style, seed=trace_seed(0, problem.id)
+            problem.prompt,
+            temperature=0,
+            max_tokens=64,
+            exit_style=exit_style,
+            seed=trace_seed(0, problem.id),
+            alpha=0.05,
+            mode="per-cue",
         )
     )
     engine.close()

@@ -161,7 +161,7 @@ def test_card_is_complete_and_loads_in_the_runtime(made_probe: dict[str, Path], 
     # 40 problems leave too few calibration traces to certify α = 0.05 at confidence 0.9
     assert card.calibration["per_answer"][3]["threshold"] is None
     assert "never exits at this α" in made_probe["calibrate_output"]
-    engine = Engine(tiny_r1, probe=made_probe["probe"], alpha=0.3, mode="per-cue", n_ctx=512)
+    engine = Engine(tiny_r1, probe=made_probe["probe"], n_ctx=512)
     assert engine.cues == ("wait", "hmm", "alternatively")
     engine.close()
 
@@ -175,10 +175,12 @@ def test_runtime_scores_the_features_the_toolkit_recorded(made_probe: dict[str, 
     card = ProbeCard.load(made_probe["probe"])
     offline = OnnxProbe(card.onnx_path, card.feature_dim).score_batch(events.features[rows])
     problem = next(p for p in load_problems(made_probe["data"]).problems if p.id == trace["id"])
-    engine = Engine(tiny_r1, probe=made_probe["probe"], alpha=0.3, mode="per-cue", n_ctx=512)
-    run = list(engine.generate(problem.question, max_tokens=64, seed=trace_seed(0, problem.id)))
+    engine = Engine(tiny_r1, probe=made_probe["probe"], n_ctx=512)
+    run = list(
+        engine.generate(problem.question, max_tokens=64, seed=trace_seed(0, problem.id), alpha=0.3, mode="per-cue")
+    )
     cues = [e for e in run if isinstance(e, CueScored)]
-    rule = engine.rule_for()
+    rule = engine.rule_for(0.3, "per-cue")
     engine.close()
     assert cues[0].score == pytest.approx(offline[0], abs=1e-5)
     assert cues[0].decision == ("exit" if rule.exits(offline[0]) else "continue")
@@ -193,9 +195,9 @@ def test_trial_confidence_calibrates_without_a_probe(
     assert code == 0, out
     card = ProbeCard.load(tmp_path / "trial")
     assert card.score == "trial" and card.onnx is None and card.metrics["score"] == "trial"
-    engine = Engine(tiny_r1, probe=tmp_path / "trial", alpha=0.3, mode="per-cue", n_ctx=512)
+    engine = Engine(tiny_r1, probe=tmp_path / "trial", n_ctx=512)
     assert engine.probe is None
-    policy = engine.policy_for(GenerationOptions())
+    policy = engine.policy_for(GenerationOptions(alpha=0.3, mode="per-cue"))
     assert policy.kind == "deer" and policy.guarantee and "calibrated" in policy.describe()
     engine.close()
 
@@ -313,11 +315,11 @@ def test_the_card_is_rederived_bit_for_bit_from_its_events(made_probe: dict[str,
 def test_guarantee_only_inside_the_calibrated_conditions(made_probe: dict[str, Path], tiny_r1: Path) -> None:
     """The card was calibrated at T 0.6 / top-p 0.95 with conclude exits: a request there carries
     the guarantee; another temperature or exit style gets an estimate that names the difference."""
-    engine = Engine(tiny_r1, probe=made_probe["probe"], alpha=0.3, mode="per-cue", n_ctx=512)
+    engine = Engine(tiny_r1, probe=made_probe["probe"], n_ctx=512)
     question = "Tom has 3 apples and finds 1 more. How many?"
 
     def result(**options: object):  # noqa: ANN202
-        return Reply.of(engine.generate(question, max_tokens=48, seed=1, **options)).result
+        return Reply.of(engine.generate(question, max_tokens=48, seed=1, alpha=0.3, mode="per-cue", **options)).result
 
     try:
         inside = result()
@@ -328,6 +330,8 @@ def test_guarantee_only_inside_the_calibrated_conditions(made_probe: dict[str, P
                 [{"role": "system", "content": "Be brief."}, {"role": "user", "content": question}],
                 max_tokens=48,
                 seed=1,
+                alpha=0.3,
+                mode="per-cue",
             )
         ).result
     finally:
@@ -358,12 +362,13 @@ def test_a_card_holds_a_promise_for_each_condition_set(
     assert "conditions: temperature 0.8–1, top-p 0.95, conclude exit" in out
     card = ProbeCard.load(probe)
     assert len(card.condition_sets) == 1 and card.condition_sets[0]["conditions"]["temperature_max"] == 1.0
-    engine = Engine(tiny_r1, probe=probe, alpha=0.3, mode="per-cue", n_ctx=512)
+    engine = Engine(tiny_r1, probe=probe, n_ctx=512)
     question = "Tom has 3 apples and finds 1 more. How many?"
     try:
-        warm_plan = engine.plan(question, GenerationOptions(temperature=0.9))
-        between = Reply.of(engine.generate(question, max_tokens=48, seed=1, temperature=0.7)).result
-        warm_result = Reply.of(engine.generate(question, max_tokens=48, seed=1, temperature=0.9)).result
+        risk = {"alpha": 0.3, "mode": "per-cue"}
+        warm_plan = engine.plan(question, GenerationOptions(temperature=0.9, **risk))
+        between = Reply.of(engine.generate(question, max_tokens=48, seed=1, temperature=0.7, **risk)).result
+        warm_result = Reply.of(engine.generate(question, max_tokens=48, seed=1, temperature=0.9, **risk)).result
     finally:
         engine.close()
     assert warm_plan.departures == ()

@@ -32,7 +32,7 @@ def always_probe(smol_info, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def always_engine(smol: Path, always_probe: Path) -> Engine:
-    return Engine(smol, probe=always_probe, alpha=0.1, mode="per-cue", n_ctx=2048)
+    return Engine(smol, probe=always_probe, n_ctx=2048)
 
 
 def test_the_default_model_is_the_reasoner_and_its_probe_exits_early() -> None:

@@ -34,7 +34,7 @@ def engine_with(tiny_r1: Path, tiny_r1_info, tmp_path: Path):
 
     def build(bias: float = ALWAYS, **probe_kwargs) -> Engine:
         probe = make_probe(tmp_path / f"probe{len(made)}", tiny_r1_info, bias=bias, **probe_kwargs)
-        engine = Engine(tiny_r1, probe=probe, alpha=0.1, mode="per-cue", n_ctx=512)
+        engine = Engine(tiny_r1, probe=probe, n_ctx=512)
         made.append(engine)
         return engine
 
@@ -95,7 +95,7 @@ def test_never_pass_probe_scores_every_cue_and_runs_to_the_end(engine_with) -> N
     events, done = run(engine_with(NEVER))
     cues = [e for e in events if isinstance(e, CueScored)]
     assert [c.decision for c in cues] == ["continue", "continue"]
-    assert all(c.score < 1e-6 and c.threshold == pytest.approx(0.4) for c in cues)
+    assert all(c.score < 1e-6 and c.threshold == pytest.approx(0.5) for c in cues)
     assert not done.result.exited and done.result.thinking == R1_THINKING.strip()
 
 

@@ -15,7 +15,7 @@ from helpers import HMM_INDEX, R1_THINKING, WAIT_INDEX
 from lynx_edge.errors import SettingError
 from lynx_edge.events import CueScored, Reply
 from lynx_edge.runtime.engine import Engine
-from lynx_edge.runtime.llama_backend import json_grammar, plain_llama
+from lynx_edge.runtime.llama_backend import plain_llama
 from lynx_edge.runtime.options import GenerationOptions
 from lynx_edge.runtime.replay import AnswerAt, Replay
 
@@ -140,19 +140,14 @@ def test_an_answer_reserve_that_leaves_no_room_is_refused(tiny: Engine) -> None:
 def test_a_grammar_holds_the_answer_and_leaves_the_thinking_free(tiny: Engine) -> None:
     """Thinking as without a grammar; the answer is JSON that fits the schema."""
     schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
-    r = reply(tiny, exit="none", grammar=json_grammar(schema))
+    r = reply(tiny, exit="none", json_schema=schema)
     assert r.thinking == R1_THINKING
     assert isinstance(json.loads(r.answer)["answer"], int)
 
 
-def test_a_grammar_that_does_not_parse_is_refused_before_generating(tiny: Engine) -> None:
-    with pytest.raises(SettingError, match="does not parse"):
-        tiny.generate(QUESTION, grammar="root ::= (")
-
-
-def test_a_schema_that_cannot_become_a_grammar_names_the_problem() -> None:
+def test_a_schema_that_cannot_become_a_grammar_is_refused_before_generating(tiny: Engine) -> None:
     with pytest.raises(SettingError, match="cannot become a grammar"):
-        json_grammar({"type": "strange"})
+        tiny.generate(QUESTION, json_schema={"type": "strange"})
 
 
 def test_logit_bias_bans_a_token(tiny: Engine) -> None:
@@ -211,18 +206,24 @@ def test_penalties_follow_llama_cpp_python(reasoner: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"alpha": 1.5}, "alpha must lie strictly between 0 and 1"),
-        ({"temperature": -1}, "temperature must be ≥ 0"),
-        ({"top_p": 0}, "top_p must lie in"),
-        ({"top_logprobs": 30}, "top_logprobs must lie in 0..20"),
-        ({"frequency_penalty": 3}, "frequency_penalty must lie in"),
-        ({"exit": "sometimes"}, "exit policy must be one of"),
-        ({"logit_bias": {5: 200}}, "logit_bias values must lie in"),
+        ({"alpha": 1.5}, r"alpha must be a number in \(0, 1\), got 1.5"),
+        ({"temperature": -1}, r"temperature must be a number in \[0, 2\], got -1: pass e.g. temperature=0.6"),
+        ({"top_p": 0}, r"top_p must be a number in \(0, 1\]"),
+        ({"top_logprobs": 30}, r"top_logprobs must be an integer in \[0, 20\]"),
+        ({"frequency_penalty": 3}, r"frequency_penalty must be a number in \[-2, 2\]"),
+        ({"exit": "sometimes"}, "exit must be one of auto, none, probe, deer, consistency, got 'sometimes'"),
+        ({"logit_bias": {5: 200}}, r"logit_bias must be TOKEN=BIAS pairs with a bias in \[-100, 100\], got 200"),
+        ({"max_tokens": True}, "max_tokens must be an integer ≥ 1, got True"),
+        ({"json_schema": "object"}, "json_schema must be a JSON schema object"),
+        ({"colour": "red"}, "unknown option 'colour'"),
     ],
 )
 def test_options_are_checked_once_where_they_are_made(options: dict, message: str) -> None:
-    with pytest.raises(SettingError, match=message):
+    """One schema, one check: each bad value is one line naming the field, what it takes,
+    what it got (and an example where one helps)."""
+    with pytest.raises(SettingError, match=message) as caught:
         GenerationOptions(**options)
+    assert caught.value.field == next(iter(options))
 
 
 def test_empty_prompt_is_refused(tiny: Engine) -> None:

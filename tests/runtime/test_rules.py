@@ -7,7 +7,8 @@ import math
 import pytest
 
 from lynx_edge.errors import SettingError
-from lynx_edge.runtime.rules import calibrated_levels, check_alpha, select_rule
+from lynx_edge.runtime.options import GenerationOptions
+from lynx_edge.runtime.rules import calibrated_levels, select_rule
 
 CAL = {
     "per_cue": [
@@ -48,10 +49,10 @@ def test_per_answer_decision() -> None:
     assert rule.exits(0.9) and not rule.exits(0.89)
 
 
-@pytest.mark.parametrize("alpha", [0, 1, -0.1, 1.5, math.nan])
-def test_alpha_outside_unit_interval_is_refused(alpha: float) -> None:
-    with pytest.raises(SettingError, match="strictly between 0 and 1"):
-        check_alpha(alpha)
+@pytest.mark.parametrize("alpha", [0, 1, -0.1, 1.5, math.nan, True, "0.1"])
+def test_alpha_outside_unit_interval_is_refused_where_options_are_made(alpha: object) -> None:
+    with pytest.raises(SettingError, match=r"alpha must be a number in \(0, 1\), got .*: pass e.g. alpha=0.1"):
+        GenerationOptions(alpha=alpha)
 
 
 def test_alpha_below_every_entry_is_refused_with_the_fix() -> None:

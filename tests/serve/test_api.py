@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from lynx_edge.runtime.engine import answer_reserve
+from lynx_edge.runtime.options import GenerationOptions
 from lynx_edge.serve.api import UNSUPPORTED, ApiError, ChatRequest, StopFilter, parse_request
 
 USER = [{"role": "user", "content": "hi"}]
@@ -63,18 +65,19 @@ def test_response_format_makes_a_grammar_and_keeps_room_for_the_answer() -> None
         }
     )
     o = r.options()
-    assert "answer" in o.grammar and o.answer_reserve == 64
-    assert "root" in parse_request({"messages": USER, "response_format": {"type": "json_object"}}).options().grammar
-    assert parse_request({"messages": USER, "response_format": {"type": "text"}}).options().grammar is None
+    assert o.json_schema == schema and answer_reserve(o, 300) == 64  # the engine keeps room for the JSON
+    any_object = parse_request({"messages": USER, "response_format": {"type": "json_object"}}).options()
+    assert any_object.json_schema == {"type": "object"} and answer_reserve(any_object, 300) is None  # no limit set
+    assert parse_request({"messages": USER, "response_format": {"type": "text"}}).options().json_schema is None
+    assert answer_reserve(o.but(max_tokens=40), 40) == 20  # a tight limit: half of it
 
 
-def test_a_schema_that_cannot_become_a_grammar_is_a_400() -> None:
-    body = {
-        "messages": USER,
-        "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "strange"}}},
-    }
-    with pytest.raises(Exception, match="cannot become a grammar"):
-        parse_request(body).options()
+def test_the_server_default_risk_level_applies_when_a_request_names_none() -> None:
+    defaults = GenerationOptions(alpha=0.05, mode="per-cue")
+    assert parse_request({"messages": USER}).options(defaults).alpha == 0.05
+    assert parse_request({"messages": USER, "lynx": {"alpha": 0.2}}).options(defaults).alpha == 0.2
+    assert parse_request({"messages": USER, "reasoning_effort": "low"}).options(defaults).alpha == 0.2
+    assert parse_request({"messages": USER}).options(defaults).mode == "per-cue"
 
 
 @pytest.mark.parametrize(
@@ -98,7 +101,10 @@ def test_a_schema_that_cannot_become_a_grammar_is_a_400() -> None:
         ({"messages": USER, "reasoning_effort": {}}, "reasoning_effort"),
         ({"messages": USER, "n": 2}, "n"),
         ({"messages": USER, "top_logprobs": 21}, "top_logprobs"),
-        ({"messages": USER, "logit_bias": {"1": 500}}, "logit_bias.1"),
+        ({"messages": USER, "logit_bias": {"1": 500}}, "logit_bias"),
+        ({"messages": USER, "max_completion_tokens": 0}, "max_completion_tokens"),
+        ({"messages": USER, "lynx": {"answer_reserve": 0}}, "lynx.answer_reserve"),
+        ({"messages": USER, "lynx": {"exit": "sometimes"}}, "lynx.exit"),
         ({"messages": USER, "response_format": {"type": "xml"}}, "response_format.type"),
         ({"messages": USER, "stream_options": "yes"}, "stream_options"),
         ({"messages": USER, "model": 7}, "model"),
@@ -109,8 +115,10 @@ def test_a_schema_that_cannot_become_a_grammar_is_a_400() -> None:
     ],
 )
 def test_bad_requests_name_the_field(body: object, param: str) -> None:
+    """Each bad value is a 400 naming the request's own parameter (ranges checked once, by
+    the options' schema)."""
     with pytest.raises(ApiError) as info:
-        parse_request(body)
+        parse_request(body).options()
     assert info.value.status == 400 and info.value.param == param, info.value.message
     assert info.value.body()["error"]["type"] == "invalid_request_error"
 
