@@ -20,6 +20,7 @@ where it exceeded its level reported with a 95 % interval.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from lynx_edge.display import metrics_table
 from lynx_edge.errors import ProbeError
 from lynx_edge.lab.collection import Collection
 from lynx_edge.lab.risk import (
@@ -173,17 +175,6 @@ def calibrate(
     return {"per_cue": per_cue_entries, "per_answer": per_answer}
 
 
-def _passes(rule: ExitRule, probs: np.ndarray) -> np.ndarray:
-    return np.asarray(rule.exits_many(probs), dtype=bool)
-
-
-def per_trace_wrong_exit_rate(traces: Sequence[Trace], passing: Sequence[np.ndarray]) -> float | None:
-    """The per-cue promise's rate: over traces with a cue where exiting is wrong, the share
-    of those cues that pass, averaged (None when no trace has one)."""
-    shares = [float(p[~t.forced_ok].mean()) for t, p in zip(traces, passing) if (~t.forced_ok).any()]
-    return float(np.mean(shares)) if shares else None
-
-
 def measure(rule: ExitRule, traces: Sequence[Trace]) -> dict[str, Any]:
     """What ``rule`` does on ``traces``: per-cue and per-answer premature-exit rates, exit
     rate, tokens saved, accuracy with exits (first passing cue wins)."""
@@ -199,7 +190,7 @@ def measure(rule: ExitRule, traces: Sequence[Trace]) -> dict[str, Any]:
             right += int(t.correct)
             used += t.natural_tokens
     n = max(len(traces), 1)
-    per_cue = per_trace_wrong_exit_rate(traces, [_passes(rule, t.probs) for t in traces])
+    per_cue = PoolRates(traces).per_cue(rule)
     return {
         "mode": rule.mode,
         "level": rule.level,
@@ -223,11 +214,13 @@ def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 class PoolRates:
-    """Exact promised rates of any rule on a fixed pool of traces (the population of a check)."""
+    """Exact promised rates of any rule on a fixed pool of traces (the population of a check,
+    or a test split): per cue, the share of a trace's wrong-exit cues that pass, averaged over
+    the traces that have one; per answer, the share of traces whose first exit is premature."""
 
     def __init__(self, pool: Sequence[Trace]) -> None:
         self.n = len(pool)
-        self.intervals = loss_intervals([t.as_ltt() for t in pool])
+        self.pool = pool
         with_wrong = [t for t in pool if (~t.forced_ok).any()]
         self.n_with_wrong = len(with_wrong)
         self.wrong_probs = np.concatenate([t.probs[~t.forced_ok] for t in with_wrong] or [np.zeros(0)])
@@ -235,13 +228,22 @@ class PoolRates:
             [np.full(int((~t.forced_ok).sum()), 1.0 / (~t.forced_ok).sum()) for t in with_wrong] or [np.zeros(0)]
         )
 
+    @functools.cached_property
+    def intervals(self) -> np.ndarray:
+        return loss_intervals([t.as_ltt() for t in self.pool])
+
     def rate(self, rule: ExitRule) -> float:
+        """The rate ``rule``'s promise bounds (0 where nothing can go wrong)."""
         if rule.mode == "per-answer":
             if not math.isfinite(rule.lam):
                 return 0.0
             return float(premature_counts(self.intervals, np.array([rule.lam]))[0] / self.n)
+        return self.per_cue(rule) or 0.0
+
+    def per_cue(self, rule: ExitRule) -> float | None:
+        """The per-cue rate (None when no trace has a wrong-exit cue)."""
         if not self.n_with_wrong:
-            return 0.0
+            return None
         passes = np.asarray(rule.exits_many(self.wrong_probs))
         return float((self.wrong_weights * passes).sum() / self.n_with_wrong)
 
@@ -438,42 +440,20 @@ def _read_training(probe_dir: Path) -> dict[str, Any] | None:
 
 def report_card(card: ProbeCard) -> str:
     """The card's calibration and test metrics as a few readable lines (what calibrate prints),
-    one block per condition set."""
+    one block per condition set, in the words ``probe info`` uses."""
     lines: list[str] = []
     for one in card.all_condition_sets:
         if card.condition_sets:
             lines.append(f"conditions: {conditions_words(one['conditions'])}")
-        lines.extend(_report_set(one["calibration"], one["metrics"]))
+        m = one["metrics"]
+        lines.append(
+            f"score {m['score']}: traces {m['traces']}, cue events {m['events']}, "
+            f"traces without cues {m['traces_without_cues']}"
+        )
+        lines.extend(metrics_table(m))
+        for rule in card_rules(one["calibration"]):
+            if not math.isfinite(rule.threshold):
+                why = "traces with a wrong-exit cue" if rule.mode == "per-cue" else "calibration traces to certify it"
+                symbol = "δ" if rule.mode == "per-cue" else "α"
+                lines.append(f"  {symbol}={rule.level:g}: never exits at this {symbol} (too few {why})")
     return "\n".join(lines)
-
-
-def _report_set(calibration: dict[str, Any], m: dict[str, Any]) -> list[str]:
-    lines = [
-        f"score {m['score']}: traces {m['traces']}, cue events {m['events']}, "
-        f"traces without cues {m['traces_without_cues']}"
-    ]
-    t = m["test"]
-    lines.append(f"test: AUC {t['auc']}, accuracy without exits {t['accuracy_without_exits']}")
-    for r in t["rules"]:
-        lines.append(
-            f"  {r['mode']:10s} {r['level']:<5} premature/cue {r['per_cue_premature_exit_rate']}  "
-            f"premature/answer {r['per_answer_premature_exit_rate']}  exits {r['exit_rate']}  "
-            f"saved {r['tokens_saved']:.1%}  accuracy {r['accuracy_with_exits']}"
-        )
-    for rule in card_rules(calibration):
-        if not math.isfinite(rule.threshold):
-            why = "traces with a wrong-exit cue" if rule.mode == "per-cue" else "calibration traces to certify it"
-            symbol = "δ" if rule.mode == "per-cue" else "α"
-            lines.append(f"  {symbol}={rule.level:g}: never exits at this {symbol} (too few {why})")
-    if ev := m.get("promise_check"):
-        lines.append(
-            f"promise check: {ev['draws']} calibration sets of {ev['cal_size']} traces drawn from the "
-            f"{ev['pool_traces']} held-out traces, rates measured on all of them; share of draws over the level:"
-        )
-        for key, r in ev["levels"].items():
-            low, high = r["interval_95"]
-            lines.append(
-                f"  {key:18s} {r['violation_frequency']:.1%} (95 % interval {low:.1%}–{high:.1%}; "
-                f"mean rate {r['mean_rate']})"
-            )
-    return lines

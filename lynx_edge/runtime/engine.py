@@ -27,7 +27,7 @@ from lynx_edge.runtime.llama_backend import LlamaBackend, SamplingSettings, json
 from lynx_edge.runtime.model_files import default_probe, resolve_model
 from lynx_edge.runtime.onnx_probe import OnnxProbe, ProbeDevice
 from lynx_edge.runtime.options import ExitStyle, GenerationOptions, Mode
-from lynx_edge.runtime.policies import DEFAULT_LEVELS, DEFAULT_TRIAL, NoExit, ProbeExit, TrialExit
+from lynx_edge.runtime.policies import DEFAULT_LEVELS, DEFAULT_TRIAL, MAKE_PROBE_HINT, NoExit, ProbeExit, TrialExit
 from lynx_edge.runtime.presets import ModelPreset
 from lynx_edge.runtime.probe_card import ProbeCard
 from lynx_edge.runtime.rules import Calibration, ExitRule, calibrated_levels, card_rules, select_rule
@@ -35,6 +35,7 @@ from lynx_edge.runtime.scheduler import Scheduler
 
 Messages = str | Sequence[dict[str, str]]
 DEFAULT_ALPHA = 0.1
+NO_PROBE = f"early exits use the training-free policy, with no risk guarantee; {MAKE_PROBE_HINT}"
 JSON_ANSWER_RESERVE = 64  # tokens kept for a JSON answer when the request sets max_tokens
 BRANCH_CELLS = 256  # cache cells each slot keeps for trial answers and forced exits
 
@@ -106,11 +107,11 @@ class Engine:
                 auto_card.check_model(self.backend.info)
                 self.card = auto_card
             except ProbeError as exc:
-                self.notice = f"the shipped probe does not fit this file ({exc}); {_no_probe_hint()}"
+                self.notice = f"the shipped probe does not fit this file ({exc}); {NO_PROBE}"
         elif self.card is not None:
             self.card.check_model(self.backend.info)
         if self.card is None and self.notice is None:
-            self.notice = f"no probe matches {self.backend.info.name}: {_no_probe_hint()}"
+            self.notice = f"no probe matches {self.backend.info.name}: {NO_PROBE}"
 
     # ---- what the engine offers -------------------------------------------------------
     @property
@@ -160,7 +161,7 @@ class Engine:
         trial_card = self.card is not None and self.card.score == "trial"
         if kind == "probe" or (kind == "auto" and self.probe is not None):
             if self.probe is None:
-                raise SettingError(f"{self.model_name} has no probe, so --exit probe cannot run: {_no_probe_hint()}")
+                raise SettingError(f"{self.model_name} has no probe, so --exit probe cannot run: {NO_PROBE}")
             return ProbeExit(self.rule_for(options.alpha, options.mode, calibration), self.probe, self.card.label)
         if kind == "auto":
             kind = "deer" if trial_card else DEFAULT_TRIAL
@@ -353,13 +354,6 @@ def answer_reserve(options: GenerationOptions, max_tokens: int) -> int | None:
     if options.json_schema is not None and options.max_tokens is not None:
         return JSON_ANSWER_RESERVE if JSON_ANSWER_RESERVE < max_tokens else max(1, max_tokens // 2)
     return None
-
-
-def _no_probe_hint() -> str:
-    return (
-        "early exits use the training-free policy, with no risk guarantee; make a probe for this model with "
-        "`lynx-edge probe make` (tools/README.md, GPU-box guide)"
-    )
 
 
 def _extra_sampling(options: GenerationOptions) -> tuple[str, ...]:
