@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args, get_origin
 import click
 
 from lynx_edge.errors import SettingError
-from lynx_edge.runtime.options import GenerationOptions
+from lynx_edge.runtime.options import GenerationOptions, field_type
 
 F = Callable[..., Any]
 
@@ -83,8 +83,7 @@ def schema_option(name: str, *flags: str, **extra: Any) -> Callable[[F], F]:
     """The click option for ``GenerationOptions`` field ``name``: its type or choices, its
     default and its help text, with no range of its own (``options_from`` checks it)."""
     info = GenerationOptions.model_fields[name]
-    kinds = [a for a in get_args(info.annotation) or (info.annotation,) if a is not type(None)]
-    kind = kinds[0]
+    kind = field_type(name)
     settings: dict[str, Any] = {"help": info.description}
     if get_origin(kind) is Literal:
         settings["type"] = click.Choice(get_args(kind))

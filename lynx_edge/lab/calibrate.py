@@ -175,9 +175,9 @@ def calibrate(
     return {"per_cue": per_cue_entries, "per_answer": per_answer}
 
 
-def measure(rule: ExitRule, traces: Sequence[Trace]) -> dict[str, Any]:
-    """What ``rule`` does on ``traces``: per-cue and per-answer premature-exit rates, exit
-    rate, tokens saved, accuracy with exits (first passing cue wins)."""
+def measure(rule: ExitRule, traces: Sequence[Trace], rates: PoolRates) -> dict[str, Any]:
+    """What ``rule`` does on ``traces`` (whose rates ``rates`` holds): per-cue and per-answer
+    premature-exit rates, exit rate, tokens saved, accuracy with exits (first passing cue wins)."""
     exits = premature = right = used = natural = 0
     for t in traces:
         natural += t.natural_tokens
@@ -190,7 +190,7 @@ def measure(rule: ExitRule, traces: Sequence[Trace]) -> dict[str, Any]:
             right += int(t.correct)
             used += t.natural_tokens
     n = max(len(traces), 1)
-    per_cue = PoolRates(traces).per_cue(rule)
+    per_cue = rates.per_cue(rule)
     return {
         "mode": rule.mode,
         "level": rule.level,
@@ -402,6 +402,7 @@ def _calibrated_set(
     test = [t for t in held_out if t.split == "test"]
     calibration = calibrate(cal, seed=seed, **how)
     test_probs, test_labels = _events(test)
+    rates = PoolRates(test)
     metrics: dict[str, Any] = {
         "score": score,
         "traces": data["traces"],
@@ -410,7 +411,7 @@ def _calibrated_set(
         "test": {
             "accuracy_without_exits": round(float(np.mean([t.correct for t in test])), 4) if test else None,
             **scores(test_probs, test_labels),
-            "rules": [measure(rule, test) for rule in card_rules(calibration)],
+            "rules": [measure(rule, test, rates) for rule in card_rules(calibration)],
         },
         "settings": manifest["settings"],
         "data": list(manifest["data"]),

@@ -64,7 +64,7 @@ from lynx_edge.runtime.boundaries import soft_cut
 from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.forced_answers import BOXED_ANSWER_TOKENS, ForcedAnswer
 from lynx_edge.runtime.generation import CueFeatures
-from lynx_edge.runtime.options import ExitStyle, GenerationOptions, check_exit_style
+from lynx_edge.runtime.options import ExitStyle, GenerationOptions
 from lynx_edge.runtime.policies import TrialExit, first_trial_exit
 from lynx_edge.runtime.probe_card import model_fingerprint
 from lynx_edge.runtime.replay import AnswerAt, Replay, TimedAnswer
@@ -112,7 +112,7 @@ class BenchSettings:
             raise SettingError(f"budgets are fractions in (0, 1), got {list(self.budgets)}: pass e.g. --budget 0.5")
         if self.answer_tokens < 1:
             raise SettingError("the answer cap must be at least 1 token")
-        check_exit_style(self.exit_style)
+        GenerationOptions(exit_style=self.exit_style)  # the request schema's own check
 
 
 class BenchDir(RunDir):

@@ -87,3 +87,25 @@ def forced_answer(
             break
         out = yield BatchItem(seq, [token])
     return ForcedAnswer(text, len(exit_tokens), answered, float(np.mean(probs)) if probs else 0.0)
+
+
+def answer_on_branch(
+    backend: LlamaBackend,
+    seq: int,
+    branch: int,
+    keep: int,
+    exit_text: str,
+    think_close: str,
+    *,
+    max_tokens: int = BOXED_ANSWER_TOKENS,
+    until_boxed: bool = True,
+) -> Step:
+    """``forced_answer`` after the first ``keep`` tokens of ``seq``, written on ``branch``
+    (sharing the prefix's cells) and forgotten after: ``seq`` is left as it was. The
+    runtime's trials and the replay door's answers at cuts (a scheduler step)."""
+    backend.branch(seq, branch, keep)
+    answer = yield from forced_answer(
+        backend, branch, exit_text, think_close, max_tokens=max_tokens, until_boxed=until_boxed
+    )
+    backend.clear(branch)
+    return answer

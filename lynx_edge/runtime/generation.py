@@ -35,7 +35,7 @@ from lynx_edge.events import (
     TokenLogprob,
 )
 from lynx_edge.runtime.cues import CueMatch, CueMatcher, cue_label
-from lynx_edge.runtime.forced_answers import BOXED_ANSWER_TOKENS, BoxedAnswer, forced_answer
+from lynx_edge.runtime.forced_answers import BOXED_ANSWER_TOKENS, BoxedAnswer, answer_on_branch
 from lynx_edge.runtime.ledger import TokenLedger
 from lynx_edge.runtime.llama_backend import BatchItem, BatchOut, Grammar, LlamaBackend, Sampler, SamplingSettings
 from lynx_edge.runtime.options import ExitStyle
@@ -259,9 +259,9 @@ class Generation:
     def _trial(self, cut: int) -> Step:
         """A trial answer on the branch sequence: (answer text, confidence, tokens)."""
         start = time.perf_counter()
-        self.b.branch(self.seq, self.branch_seq, len(self.plan.prompt) + cut)
-        answer = yield from forced_answer(self.b, self.branch_seq, self.e.exit_text, self.e.think_close)
-        self.b.clear(self.branch_seq)
+        answer = yield from answer_on_branch(
+            self.b, self.seq, self.branch_seq, len(self.plan.prompt) + cut, self.e.exit_text, self.e.think_close
+        )
         self.trial_tokens += answer.tokens
         self.trial_seconds += time.perf_counter() - start
         return answer.text, answer.mean_prob, answer.tokens

@@ -24,9 +24,6 @@ from lynx_edge.errors import SettingError
 Mode = Literal["per-cue", "per-answer"]
 ExitStyle = Literal["conclude", "boxed"]
 ExitPolicyName = Literal["auto", "none", "probe", "deer", "consistency"]
-MODES: tuple[Mode, ...] = get_args(Mode)
-EXIT_STYLES: tuple[ExitStyle, ...] = get_args(ExitStyle)
-EXIT_POLICIES: tuple[ExitPolicyName, ...] = get_args(ExitPolicyName)
 MAX_TOP_LOGPROBS = 20
 
 
@@ -122,18 +119,18 @@ class GenerationOptions(BaseModel):
         return GenerationOptions(**{**self.model_dump(), **changes})
 
 
-def check_exit_style(style: object) -> None:
-    """Reject an exit style other than conclude or boxed (the bench's setting, outside a request)."""
-    if style not in EXIT_STYLES:
-        raise SettingError(f"exit_style must be one of {', '.join(EXIT_STYLES)}, got {style!r}", field="exit_style")
+def field_type(name: str) -> Any:
+    """The type field ``name`` holds when set (``int`` for ``int | None``, the ``Literal`` of
+    a choice): what a flag parses and what a message says it takes."""
+    ann = GenerationOptions.model_fields[name].annotation
+    kinds = get_args(ann) if get_origin(ann) in (Union, UnionType) else (ann,)
+    return next(k for k in kinds if k is not type(None))
 
 
 def expects(name: str) -> str:
     """What field ``name`` accepts, in words ("a number in (0, 1)", "one of a, b")."""
     info = GenerationOptions.model_fields[name]
-    ann = info.annotation
-    kinds = [a for a in (get_args(ann) if get_origin(ann) in (Union, UnionType) else (ann,)) if a is not type(None)]
-    kind = kinds[0]
+    kind = field_type(name)
     if get_origin(kind) is Literal:
         return f"one of {', '.join(get_args(kind))}"
     if name == "logit_bias":

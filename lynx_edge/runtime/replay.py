@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lynx_edge.runtime.engine import Engine
-from lynx_edge.runtime.forced_answers import BOXED_ANSWER_TOKENS, ForcedAnswer, forced_answer
+from lynx_edge.runtime.forced_answers import BOXED_ANSWER_TOKENS, ForcedAnswer, answer_on_branch
 from lynx_edge.runtime.generation import FeatureSink, Plan
 from lynx_edge.runtime.llama_backend import BatchItem, gpu_offload
 from lynx_edge.runtime.scheduler import Slot, Step, Task
@@ -82,16 +82,16 @@ class Lane:
             if not 0 <= want.cut <= held:
                 raise ValueError(f"cut {want.cut} lies outside the trace (0..{held})")
             start = time.perf_counter()
-            b.branch(slot.main, slot.branch, n_prompt + want.cut)
-            forced = yield from forced_answer(
+            forced = yield from answer_on_branch(
                 b,
+                slot.main,
                 slot.branch,
+                n_prompt + want.cut,
                 want.exit_text,
                 e.think_close,
                 max_tokens=want.max_tokens,
                 until_boxed=want.until_boxed,
             )
-            b.clear(slot.branch)
             done.append(TimedAnswer(forced, time.perf_counter() - start))
         return done
 
@@ -111,11 +111,6 @@ class Replay:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._scheduler = engine.scheduler()
-
-    @property
-    def width(self) -> int:
-        """Jobs that run together."""
-        return len(self._scheduler.slots)
 
     def run(
         self, jobs: Iterable[Job], finished: Callable[[Any], None], *, after_step: Callable[[], None] | None = None

@@ -286,3 +286,15 @@ def test_ctrl_c_while_loading_says_nothing_was_shown(tmp_path: Path) -> None:
     assert proc.returncode == 130
     assert "partial output shown above" not in err
     assert "interrupted while loading the model" in err or "interrupted before any output" in err
+
+
+def test_request_flags_come_from_the_options_schema() -> None:
+    """Each flag shows its field's choices, default and help text (one definition, in
+    GenerationOptions): a new user reads the same words the server's errors use."""
+    code, out, _ = invoke("run", "--help")
+    assert code == 0
+    flat = " ".join(out.split())
+    assert "--exit [auto|none|probe|deer|consistency]" in flat
+    assert "--exit-style [conclude|boxed]" in flat and "[default: conclude]" in flat
+    assert "--mode [per-cue|per-answer]" in flat
+    assert "Risk level in (0, 1): the calibrated entry at or below it is used" in flat
