@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lynx_edge.events import CueScored, GenerationResult, Savings
+from lynx_edge.events import CueScored, ExitTaken, GenerationResult, Savings
 from lynx_edge.runtime.conditions import conditions_words
 from lynx_edge.runtime.onnx_probe import provider_for
 from lynx_edge.runtime.probe_card import ProbeCard
@@ -43,6 +43,19 @@ def savings_text(savings: Savings) -> str:
     return f"saved {savings.tokens_saved} tok of {savings.natural_tokens}"
 
 
+WINDOW_EXITS = ("budget", "loop")  # exits the runtime takes by itself, with no cue and no score
+
+
+def exit_words(event: ExitTaken) -> str:
+    """What an exit did, in words (the live marker of ``run`` and the chat)."""
+    if event.policy == "budget":
+        return f"thinking closed at token {event.token_index}: the thinking budget, or room for the answer"
+    if event.policy == "loop":
+        return f"thinking closed at token {event.token_index}: it was repeating itself in a loop"
+    score = "" if event.score is None or event.threshold is None else f" {event.score:.3g} ≥ {event.threshold:.3g}"
+    return f"thinking cut at '{event.cue}' ({event.policy}{score})"
+
+
 def stats_line(result: GenerationResult, savings: Savings | None = None, *, measuring: bool = False) -> str:
     """One line: thinking/answer tokens, exit, probe calls or trials, speed, and the saving.
 
@@ -51,11 +64,15 @@ def stats_line(result: GenerationResult, savings: Savings | None = None, *, meas
     """
     t = result.tokens
     parts = [f"thinking {t.thinking} tok", f"answer {t.answer} tok"]
-    if result.exit:
+    if result.exit and result.exit.policy in WINDOW_EXITS:
+        parts.append(f"{result.exit.policy} exit at token {result.exit.token_index}")
+    elif result.exit:
         score = f", p={result.exit.score:.3f}" if result.exit.score is not None and result.exit.score <= 1 else ""
         parts.append(f"exited at '{result.exit.cue}' ({result.exit.policy}, token {result.exit.token_index}{score})")
     else:
         parts.append("no exit")
+    if "answer" in result.loops:
+        parts.append("answer stopped: it was looping")
     if t.trial:
         parts.append(f"trials {t.trial} tok ({result.trial_seconds:.2f} s)")
     else:

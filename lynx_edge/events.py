@@ -135,6 +135,9 @@ class GenerationResult:
     tokens_per_second: float
     probe_calls: int = 0
     closed_by_runtime: bool = False  # the model stopped inside its thinking; the runtime closed it
+    # where the loop guard caught a repetition loop: "thinking" (closed: a loop exit) and/or
+    # "answer" (stopped there, finish_reason "stop")
+    loops: tuple[str, ...] = ()
     # a calibrated policy whose request left the card's calibration conditions: why its
     # threshold is an estimate here (then ``guarantee`` is False)
     estimate_because: tuple[str, ...] = ()
@@ -155,6 +158,7 @@ class GenerationResult:
         data["cues"] = [_plain(c) for c in self.cues]
         data["tokens"] = self.tokens.to_dict()
         data["estimate_because"] = list(self.estimate_because)
+        data["loops"] = list(self.loops)
         return data
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from lynx_edge.display import cue_marker, savings_text, stats_line
+from lynx_edge.display import cue_marker, exit_words, savings_text, stats_line
 from lynx_edge.events import AnswerDelta, CueScored, Event, ExitTaken, Reply, ThinkingDelta
 
 
@@ -32,11 +32,7 @@ class RunPrinter:
         elif isinstance(event, CueScored):
             self._err(cue_marker(event), fg="cyan")
         elif isinstance(event, ExitTaken):
-            what = (
-                f"thinking closed at token {event.token_index} to keep room for the answer"
-                if event.policy == "budget"
-                else f"thinking cut at '{event.cue}' ({event.policy})"
-            )
+            what = exit_words(event)
             self._err(f"\n⟨exit: {what}⟩\n", fg="yellow")
         elif isinstance(event, AnswerDelta) and not self.as_json:
             self._newline()  # the answer starts on a fresh line, after the thinking

@@ -56,7 +56,7 @@ def _never_exit_probe(engine: Engine, directory: Path) -> Path:
 
 def _loop_rate(engine: Engine, n_tokens: int, exit_policy: str) -> tuple[float, int]:
     """(generated tokens per second of decoding, probe calls) for one run."""
-    options = GenerationOptions(max_tokens=n_tokens, exit=exit_policy, **SAMPLING)
+    options = GenerationOptions(max_tokens=n_tokens, exit=exit_policy, answer_reserve=0, **SAMPLING)
     r = result_of(engine.generate(PROMPT, options))
     return r.tokens_per_second, r.probe_calls
 
@@ -84,7 +84,7 @@ def measure_overhead(
 
     def ours() -> int:
         return result_of(
-            plain.generate(PROMPT, GenerationOptions(max_tokens=n_tokens, exit="none", **SAMPLING))
+            plain.generate(PROMPT, GenerationOptions(max_tokens=n_tokens, exit="none", answer_reserve=0, **SAMPLING))
         ).tokens.completion
 
     def theirs() -> int:

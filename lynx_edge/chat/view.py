@@ -12,16 +12,8 @@ from textual.containers import Vertical
 from textual.content import Content, Span
 from textual.widgets import Collapsible, Markdown, Static
 
-from lynx_edge.display import cue_marker, stats_line
+from lynx_edge.display import cue_marker, exit_words, stats_line
 from lynx_edge.events import AnswerDelta, CueScored, Event, ExitTaken, Reply, ThinkingDelta
-
-
-def exit_note(event: ExitTaken) -> str:
-    """Where and why the thinking was cut, for the thinking block."""
-    if event.policy == "budget":
-        return "thinking closed here to keep room for the answer"
-    score = "" if event.score is None else f" ({event.score:.3g} ≥ {event.threshold:.3g})"
-    return f"thinking cut here: exited at '{event.cue}' by {event.policy}{score}"
 
 
 class UserMessage(Static):
@@ -145,7 +137,7 @@ class AssistantMessage(Vertical):
                 self.block.add(cue_marker(event), "bold green" if event.decision == "exit" else "cyan")
                 thinking_changed = True
             elif isinstance(event, ExitTaken):
-                self.block.add(f"\n✂ {exit_note(event)}", "bold yellow")
+                self.block.add(f"\n✂ {exit_words(event)}", "bold yellow")
                 thinking_changed = True
             elif isinstance(event, AnswerDelta):
                 answer += event.text

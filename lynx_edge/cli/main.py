@@ -20,6 +20,7 @@ from lynx_edge.cli.options import (
     options_from,
     risk_options,
     schema_option,
+    thinking_options,
 )
 from lynx_edge.cli.probe import probe
 from lynx_edge.errors import SettingError, exits_on_user_error
@@ -144,6 +145,7 @@ def run(prompt: str | None, as_json: bool, **kwargs: Any) -> None:
 @main.command()
 @model_options
 @risk_options
+@thinking_options
 @schema_option("max_tokens", "--max-tokens", help="Cap on tokens per reply (default: the preset's).")
 @click.option(
     "--no-measure-savings",
@@ -194,6 +196,7 @@ def models() -> None:
 @main.command()
 @model_options
 @risk_options
+@thinking_options
 @click.option(
     "--host",
     default="127.0.0.1",

@@ -115,6 +115,25 @@ def exit_options(func: F) -> F:
     )
 
 
+def thinking_options(func: F) -> F:
+    """How long the thinking may run: a budget and the loop guard (a request's, or a server's
+    and a chat's default)."""
+    return apply(
+        [
+            schema_option("thinking_budget", "--thinking-budget"),
+            click.option(
+                "--loop-guard",
+                "loop_guard_switch",
+                type=click.Choice(["on", "off"]),
+                default="on",
+                show_default=True,
+                help=GenerationOptions.model_fields["loop_guard"].description,
+            ),
+        ],
+        func,
+    )
+
+
 def generation_options(func: F) -> F:
     """Sampling and answer options of one request."""
     return apply(
@@ -133,6 +152,7 @@ def generation_options(func: F) -> F:
             ),
             click.option("--json-object", is_flag=True, help="The answer must be a JSON object."),
             schema_option("answer_reserve", "--answer-reserve"),
+            thinking_options,
             schema_option("frequency_penalty", "--frequency-penalty"),
             schema_option("presence_penalty", "--presence-penalty"),
             schema_option(
@@ -151,6 +171,8 @@ def options_from(kwargs: dict[str, Any]) -> GenerationOptions:
         values["exit"] = "none"
     if kwargs.pop("no_think", False):
         values["think"] = False
+    if "loop_guard_switch" in kwargs:
+        values["loop_guard"] = kwargs.pop("loop_guard_switch") == "on"
     values["json_schema"] = _json_schema(kwargs.pop("json_schema_file", None), kwargs.pop("json_object", False))
     if values.get("top_logprobs"):
         values["logprobs"] = True

@@ -58,7 +58,16 @@ class Collector:
         temperature_max: float | None = None,
     ) -> None:
         self.engine = engine
-        self.options = GenerationOptions(exit="none", temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+        # the model's own full thinking: no exit, no reserve, no loop guard (a trace that loops
+        # runs to max_tokens, as it would have before these existed, so traces stay comparable)
+        self.options = GenerationOptions(
+            exit="none",
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            answer_reserve=0,
+            loop_guard=False,
+        )
         self.temperature_max = temperature_max
         self.seed = seed
         self.exit_style = exit_style

@@ -46,6 +46,7 @@ from lynx_edge.events import result_of
 from lynx_edge.lab.grading import grade
 from lynx_edge.lab.methods import (
     FULL,
+    LOOP_GUARD,
     ORACLE,
     CueRecord,
     budget_cut,
@@ -53,17 +54,20 @@ from lynx_edge.lab.methods import (
     budget_tokens,
     consistency_key,
     deer_key,
+    first_cut,
     lynx_key,
     median_thinking,
     oracle_exit,
     summarize,
+    within_budget_key,
 )
 from lynx_edge.lab.problems import Problem, data_label, trace_seed
 from lynx_edge.lab.run_dir import RunDir
-from lynx_edge.runtime.boundaries import soft_cut
+from lynx_edge.runtime.boundaries import CutWindow
 from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.forced_answers import BOXED_ANSWER_TOKENS, ForcedAnswer
 from lynx_edge.runtime.generation import CueFeatures
+from lynx_edge.runtime.loops import find_loop
 from lynx_edge.runtime.options import ExitStyle, GenerationOptions
 from lynx_edge.runtime.policies import TrialExit, first_trial_exit
 from lynx_edge.runtime.probe_card import model_fingerprint
@@ -128,6 +132,7 @@ class Bench:
         self.engine = engine
         self.s = settings
         self.rules = engine.rules() if engine.probe else []
+        self.default_rule = engine.rule_for() if engine.probe else None  # the card's default level
         self.replay = Replay(engine)
         self.max_tokens = settings.max_tokens or engine.preset.max_tokens
         trace_settings, method_settings = settings.split()
@@ -147,7 +152,8 @@ class Bench:
             + [consistency_key(k) for k in self.s.consistency_ks]
             + [budget_key(f) for f in self.s.budgets]
             + [budget_key(f, raw=True) for f in self.s.budgets]
-            + [ORACLE]
+            + ([within_budget_key(self.default_rule, f) for f in self.s.budgets] if self.default_rule else [])
+            + [LOOP_GUARD, ORACLE]
         )
 
     def manifest(self, data: Sequence[str]) -> dict[str, Any]:
@@ -171,6 +177,8 @@ class Bench:
         sink: list[CueFeatures] = []
         options = GenerationOptions(
             exit="none",
+            answer_reserve=0,
+            loop_guard=False,
             max_tokens=self.max_tokens,
             temperature=self.s.temperature,
             top_p=self.s.top_p,
@@ -212,11 +220,14 @@ class Bench:
         pieces = e.token_texts(trace["trace"])
         answers = _Answers(self._exit_text(pieces), e.exit_text, self._answer_cap)
         cues = [CueRecord(**c) for c in trace["cues"]]
-        budgets = {}
+        thinking = trace["thinking_tokens"]
+        budgets: dict[str, int | None] = {}
         for f in self.s.budgets:
-            cut = budget_cut(trace["thinking_tokens"], budget_tokens(median, f))
-            budgets[budget_key(f)] = soft_cut(pieces, cut) if cut is not None else None
-            budgets[budget_key(f, raw=True)] = cut
+            tokens = budget_tokens(median, f)
+            budgets[budget_key(f)] = _inside(CutWindow.budget(tokens).cut(pieces[:thinking]), thinking)
+            budgets[budget_key(f, raw=True)] = budget_cut(thinking, tokens)
+        loop = find_loop(trace["trace"][:thinking])
+        budgets[LOOP_GUARD] = _inside(loop.window().cut(pieces[:thinking]), thinking) if loop else None
         tried = self._tried(cues)
         answers.prepare(
             self.replay,
@@ -234,6 +245,10 @@ class Bench:
             scored = len(cues) if i is None else i + 1
             outcome["seconds"] = round(outcome["seconds"] + scored * trace["probe_seconds_per_cue"], 4)
             methods[lynx_key(rule)] = outcome
+            if rule == self.default_rule:
+                for f in self.s.budgets:
+                    lynx_cut = cues[i].cut if i is not None else None
+                    budgets[within_budget_key(rule, f)] = first_cut(lynx_cut, budgets[budget_key(f)])
         trials = [answers.trial(cues[j].cut) for j in tried]
         judged = [(t.text, t.mean_prob) for t, _ in trials]
         for key, policy in self._trial_policies():
@@ -248,6 +263,9 @@ class Bench:
         methods[ORACLE] = self._outcome(
             trace, answers, cues[j].cut if j is not None else None, graded[j] if j is not None else None
         )
+        looped = loop is not None and trace["finish_reason"] == "length"
+        for outcome in methods.values():
+            outcome["looped"] = looped and not outcome["exited"]
         return {
             "id": problem.id,
             "source": problem.source,
@@ -432,3 +450,8 @@ def click_progress(items: Sequence[Problem], label: str) -> Iterator[Problem]:
     """A progress bar with ETA on stderr (hidden when stderr is not a terminal)."""
     with click.progressbar(items, label=f"{label:8}", show_eta=True, show_pos=True, file=sys.stderr) as bar:
         yield from bar
+
+
+def _inside(cut: int, thinking: int) -> int | None:
+    """A cut that falls inside the thinking (None: the thinking ended first, nothing is cut)."""
+    return cut if cut < thinking else None

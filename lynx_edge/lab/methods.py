@@ -11,9 +11,13 @@ forced answers.
 * ``deer``        — the first cue whose trial answer's confidence exceeds λ (training-free);
 * ``consistency`` — the first cue whose trial answer equals the previous k−1 trials' (training-free;
                     both judged by the runtime's ``TrialExit``);
-* ``budget``      — a cut at a fixed fraction of the median full thinking length, moved back
-                    to the last line, sentence or word boundary (``budget … raw``: at exactly
-                    that token, as llama.cpp's ``--reasoning-budget`` cuts);
+* ``budget``      — a soft cut at a fixed fraction of the median full thinking length, by the
+                    runtime's own rule (``boundaries.CutWindow``: the next line or sentence end
+                    within a small grace, else the last one; ``budget … raw``: at exactly that
+                    token, as llama.cpp's ``--reasoning-budget`` cuts);
+* ``lynx … ≤ budget`` — the default LYNX rule inside a soft budget: whichever cuts first;
+* ``loop guard``  — the runtime's loop guard (``loops.LoopGuard``): a cut just after a loop
+                    is caught, at the next sentence end within one cycle;
 * ``oracle``      — the first cue whose forced answer is right (what a perfect probe would do).
 
 A trial answer at a cue is the forced answer there (the model's exit text, then a greedy
@@ -55,6 +59,19 @@ def consistency_key(k: int) -> str:
     return f"consistency k={k}"
 
 
+LOOP_GUARD = "loop guard"
+
+
+def within_budget_key(rule: ExitRule, fraction: float) -> str:
+    return f"{lynx_key(rule)} ≤ {budget_key(fraction)}"
+
+
+def first_cut(*cuts: int | None) -> int | None:
+    """The earliest of the cuts some methods make (None: none of them cuts)."""
+    made = [c for c in cuts if c is not None]
+    return min(made) if made else None
+
+
 def budget_key(fraction: float, *, raw: bool = False) -> str:
     return f"budget {fraction:.0%}{' raw' if raw else ''}"
 
@@ -83,7 +100,8 @@ def summarize(records: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[di
     Each record holds ``methods[key]`` with ``exited``, ``correct``, ``tokens``, ``thinking``,
     ``seconds`` and ``extra_tokens`` (decoded but not part of the output: trial answers).
     Help: full wrong → method right; harm: full right → method wrong. The premature-exit rate
-    is harm over all problems — the quantity a per-answer α bounds. ``thinking_saved``: the
+    is harm over all problems — the quantity a per-answer α bounds. ``loops``: replies that
+    loop to the token limit (``looped``: the full trace does and the method did not cut). ``thinking_saved``: the
     share of full thinking tokens the method did not think. ``decoded_tokens`` adds the trial
     tokens to the output's. ``seconds_measured`` is false for a row whose exits' seconds were
     estimated (see ``evaluate``).
@@ -124,6 +142,7 @@ def summarize(records: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[di
                 "seconds_measured": not any(o["exited"] for o in outcomes),
                 "time_saved": round(1 - seconds / full_seconds, 4) if full_seconds else 0.0,
                 "extra_tokens": round(sum(o.get("extra_tokens", 0) for o in outcomes) / n, 1),
+                "loops": sum(1 for o in outcomes if o.get("looped")),
             }
         )
     return rows

@@ -25,6 +25,7 @@ COLUMNS = (
     ("seconds", "s / problem", "{:.2f}"),
     ("time_saved", "time saved", "{:.1%}"),
     ("extra_tokens", "trial tokens", "{:.1f}"),
+    ("loops", "loops", "{}"),
 )
 SECONDS = next(i for i, (key, _, _) in enumerate(COLUMNS) if key == "seconds")
 
@@ -53,9 +54,12 @@ def markdown_table(summary: dict[str, Any]) -> str:
         "tokens add the trial answers decoded on a branch (not part of the output). Help: full wrong → right; "
         "harm: full right → wrong; premature = harm / problems (what a per-answer α bounds). Seconds per problem "
         "include trials and probe calls; * = estimated (the trace's measured prefill and per-token rate up to the "
-        "cut, plus the measured answer and trials), else measured. Budget rows cut at the last line, sentence or "
-        "word boundary before the budget; `raw` rows cut at exactly the budget's token (llama.cpp's "
-        "--reasoning-budget). The oracle exits at the first cue whose forced answer is right (a bound, not a "
+        "cut, plus the measured answer and trials), else measured. Budget rows cut as the runtime's thinking "
+        "budget does: at the first line or sentence end within a small grace after the budget, else the last one "
+        "before it (never inside a word or number); `raw` rows cut at exactly the budget's token (llama.cpp's "
+        "--reasoning-budget); `lynx … ≤ budget` rows: the default LYNX rule inside that budget. The loop guard "
+        "row cuts where the runtime's guard closes a looping thinking; loops = replies that loop to the token "
+        "limit. The oracle exits at the first cue whose forced answer is right (a bound, not a "
         "method). Bold: on the accuracy–tokens Pareto front.\n"
     )
     return head + "\n".join(lines) + foot

@@ -36,7 +36,7 @@ from lynx_edge.runtime.scheduler import Scheduler
 Messages = str | Sequence[dict[str, str]]
 DEFAULT_ALPHA = 0.1
 NO_PROBE = f"early exits use the training-free policy, with no risk guarantee; {MAKE_PROBE_HINT}"
-JSON_ANSWER_RESERVE = 64  # tokens kept for a JSON answer when the request sets max_tokens
+DEFAULT_ANSWER_RESERVE = 64  # tokens kept for the answer under any token limit (or a quarter of it)
 BRANCH_CELLS = 256  # cache cells each slot keeps for trial answers and forced exits
 
 
@@ -252,6 +252,8 @@ class Engine:
             think_closed_in_prompt=not options.think and bool(self.preset.no_think_kwargs),
             grammar=grammar,
             answer_reserve=reserve,
+            thinking_budget=options.thinking_budget,
+            loop_guard=options.loop_guard,
             logprobs=options.logprobs,
             top_logprobs=options.top_logprobs,
         )
@@ -339,21 +341,19 @@ class Engine:
         self.backend.close()
 
 
-def answer_reserve(options: GenerationOptions, max_tokens: int) -> int | None:
-    """Tokens of ``max_tokens`` kept for the answer (the one place this rule lives): what the
-    request asks for — an error when that leaves no room to think — or, for a JSON answer
-    under an explicit token limit, ``JSON_ANSWER_RESERVE`` (half the limit when that is less)."""
+def answer_reserve(options: GenerationOptions, max_tokens: int) -> int:
+    """Tokens of ``max_tokens`` kept for the answer (the one place this rule lives; 0: none):
+    what the request asks for — an error when that leaves no room to think — else
+    ``DEFAULT_ANSWER_RESERVE`` or a quarter of the limit, whichever is smaller."""
     if options.answer_reserve is not None:
-        if options.answer_reserve >= max_tokens:
+        if options.answer_reserve and options.answer_reserve >= max_tokens:
             raise SettingError(
                 f"the answer reserve ({options.answer_reserve}) leaves no room to think in {max_tokens} tokens: "
-                "raise max_tokens",
+                "raise max_tokens or lower answer_reserve",
                 field="answer_reserve",
             )
         return options.answer_reserve
-    if options.json_schema is not None and options.max_tokens is not None:
-        return JSON_ANSWER_RESERVE if JSON_ANSWER_RESERVE < max_tokens else max(1, max_tokens // 2)
-    return None
+    return min(DEFAULT_ANSWER_RESERVE, max_tokens // 4)
 
 
 def _extra_sampling(options: GenerationOptions) -> tuple[str, ...]:

@@ -12,7 +12,10 @@ Token by token (each decode is a request the scheduler batches with other genera
 A word cue that ends exactly at a token boundary is judged once the next token shows the
 word really ended ("Wait," yes, "Waiting" no); the features were captured on the cue token
 itself, so nothing is decoded twice. The answer may be held to a grammar (the thinking stays
-free), and a token budget keeps room for it by closing the thinking in time.
+free). A thinking budget, and the answer reserve under any token limit, close the thinking
+in time at a sentence or line end (``boundaries.CutWindow``; the text a cut may remove is held
+back from the stream), and the loop guard closes a thinking that repeats itself in a loop
+(``loops.LoopGuard``) or stops an answer that does.
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ from lynx_edge.events import (
     TokenCounts,
     TokenLogprob,
 )
+from lynx_edge.runtime.boundaries import CutWindow
 from lynx_edge.runtime.cues import CueMatch, CueMatcher, cue_label
 from lynx_edge.runtime.forced_answers import BOXED_ANSWER_TOKENS, BoxedAnswer, answer_on_branch
 from lynx_edge.runtime.ledger import TokenLedger
 from lynx_edge.runtime.llama_backend import BatchItem, BatchOut, Grammar, LlamaBackend, Sampler, SamplingSettings
+from lynx_edge.runtime.loops import LoopGuard
 from lynx_edge.runtime.options import ExitStyle
 from lynx_edge.runtime.policies import Decision, NoExit, ProbeExit, TrialExit
 from lynx_edge.runtime.scheduler import Slot, Step
@@ -92,7 +97,9 @@ class Plan:
     think: bool = True
     think_closed_in_prompt: bool = False  # the chat template wrote an empty thinking block itself
     grammar: Grammar | None = None  # compiled for this request alone (a grammar sampler has state)
-    answer_reserve: int | None = None
+    answer_reserve: int = 0  # tokens of max_tokens kept for the answer (0: none)
+    thinking_budget: int | None = None
+    loop_guard: bool = False
     logprobs: bool = False
     top_logprobs: int = 0
     departures: tuple[str, ...] = ()  # how the request leaves the card's calibration conditions
@@ -136,6 +143,9 @@ class Generation:
         self.closed_by_runtime = False
         self.grammar: Grammar | None = plan.grammar
         self.reused = 0
+        self.window, self.window_kind = self._budget_window(), "budget"
+        self.guards = (LoopGuard(), LoopGuard()) if plan.loop_guard else None  # thinking, answer
+        self.loops: list[str] = []  # where the guard caught a loop: "thinking", "answer"
 
     # ---- main loop ------------------------------------------------------------------
     def steps(self) -> Step:
@@ -156,11 +166,11 @@ class Generation:
             if len(self.ledger) >= self.cap or len(b.seqs[self.seq]) >= b.n_ctx:
                 self.finish_reason = "length"
                 break
-            if self._budget_says_close():
-                out = yield from self._budget_exit()
-                continue
             constrained = self.grammar is not None and self.ledger.closed and self.boxed is None
             token = b.sample(self.sampler, out.row, self.grammar if constrained else None)
+            if self._cut_due(token):
+                out = yield from self._window_exit(token)
+                continue
             logprob = b.logprob(out.row, token, plan.top_logprobs) if plan.logprobs else None
             if b.is_eog(token):
                 if self.ledger.closed or self.closed_by_runtime:
@@ -191,6 +201,8 @@ class Generation:
                     return exit_out, False
         prev = len(self.ledger.text)
         self.ledger.commit(token, logprob)
+        if self._loops_at(token):
+            return out, True
         cue = self._find_cue(prev)
         capture = cue is not None and (isinstance(self.policy, ProbeExit) or self.sink is not None)
         self.b.check_room(1, self.seq)
@@ -206,8 +218,20 @@ class Generation:
                 if self.exit is not None and self.exit.token_index == index:
                     return out, False
         finished = self.boxed is not None and self.boxed.take(new)
-        yield from self.stream.flush(hold_from=self.pending[0].start if self.pending else None)
+        yield from self.stream.flush(hold_from=self._hold_from())
         return out, finished
+
+    def _hold_from(self) -> int | None:
+        """The char from which the thinking is held back: an undecided cue, or the part of
+        a cut window already written (a cut may still remove it)."""
+        holds = [self.pending[0].start] if self.pending else []
+        if self._thinking_open and self.window is not None and self.window.start < len(self.ledger):
+            holds.append(self.ledger.starts[self.window.start])
+        return min(holds) if holds else None
+
+    @property
+    def _thinking_open(self) -> bool:
+        return not self.ledger.closed and not self.closed_by_runtime
 
     def _find_cue(self, prev: int) -> CueMatch | None:
         """The last cue ending in the newest token, if it lies inside the thinking."""
@@ -297,19 +321,54 @@ class Generation:
             self.cap = min(self.cap, len(self.ledger) + BOXED_ANSWER_TOKENS)
         return out
 
-    def _budget_says_close(self) -> bool:
-        """With an answer reserve, the thinking must close while the answer still fits."""
-        reserve = self.plan.answer_reserve
-        if not reserve or self.ledger.closed or self.closed_by_runtime:
-            return False
-        return len(self.ledger) + self.e.conclude_tokens + reserve >= self.plan.max_tokens
+    # ---- budgets and loops --------------------------------------------------------------
+    def _budget_window(self) -> CutWindow | None:
+        """Where the thinking must close: at the thinking budget, and before the answer
+        reserve (the last thinking token that still leaves room for the close and the answer)."""
+        plan = self.plan
+        ceiling = plan.max_tokens - plan.answer_reserve - self.e.conclude_tokens if plan.answer_reserve else None
+        if plan.thinking_budget is not None:
+            return CutWindow.budget(plan.thinking_budget, ceiling=ceiling)
+        return CutWindow.budget(ceiling, ceiling=ceiling) if ceiling is not None else None
 
-    def _budget_exit(self) -> Step:
+    def _cut_due(self, token: int) -> bool:
+        """Whether the thinking closes before ``token`` (just sampled): the window's first
+        sentence or line end at or after its target, or its hard end."""
+        w = self.window
+        if w is None or not self._thinking_open or len(self.ledger) < w.target:
+            return False
+        n = len(self.ledger)
+        return n >= w.hard or w.natural_at(n, self.ledger.text, self.ledger.peek(token))
+
+    def _window_exit(self, token: int) -> Step:
+        """Close the thinking inside the window (a ``budget`` or ``loop`` exit), then answer."""
+        ledger, w = self.ledger, self.window
+        n = len(ledger)
+        cut = n if n < w.hard else w.fallback([*ledger.pieces(), ledger.peek(token)])
+        if cut < n:
+            self._rollback(cut)
         self.pending = None
         yield from self.stream.flush(final=True)
-        self.exit = ExitTaken("budget", len(self.ledger), None, None, "budget")
+        self.exit = ExitTaken(self.window_kind, cut, None, None, self.window_kind)
         yield self.exit
         return (yield from self._close(boxed=False))
+
+    def _loops_at(self, token: int) -> bool:
+        """Feed the loop guard; a loop in the thinking opens a cut window at once (the thinking
+        closes at the next sentence end within one cycle), a loop in the answer ends it (True)."""
+        in_thinking = self._thinking_open
+        phase = "thinking" if in_thinking else "answer"
+        if self.guards is None or phase in self.loops:
+            return False
+        loop = self.guards[0 if in_thinking else 1].push(token)
+        if loop is None:
+            return False
+        self.loops.append(phase)
+        if not in_thinking:
+            return True
+        self.window = loop.window(ceiling=self.window.hard if self.window is not None else None)
+        self.window_kind = "loop"
+        return False
 
     def _close_unfinished_thinking(self) -> Step:
         """The model ended inside its thinking: close it so that it writes an answer."""
@@ -362,6 +421,7 @@ class Generation:
             tokens_per_second=round(generated / decode_seconds, 2) if decode_seconds > 0 else 0.0,
             probe_calls=sum(1 for c in self.cues if c.score is not None and c.trial is None),
             closed_by_runtime=self.closed_by_runtime,
+            loops=tuple(self.loops),
             prompt_ids=tuple(self.plan.prompt),
             token_ids=tuple(ledger.tokens),
         )

@@ -68,6 +68,11 @@ class TokenLedger:
         """The prompt already closed the thinking (a template's own no-think switch)."""
         self.think_end, self.answer_start, self.answer_token = 0, 0, 0
 
+    def pieces(self) -> list[str]:
+        """The text each token added (``"".join(pieces()[:i])`` is the text of ``i`` tokens)."""
+        bounds = [*self.starts, len(self.text)]
+        return [self.text[a:b] for a, b in zip(bounds, bounds[1:])]
+
     def token_at(self, char: int) -> int:
         """Index of the token whose text holds character ``char``."""
         return bisect_right(self.starts, char) - 1

@@ -77,9 +77,20 @@ class GenerationOptions(BaseModel):
         "The answer (not the thinking) must be JSON valid against this schema; {'type': 'object'} for any object."
     )
     answer_reserve: int | None = _field(
-        "Keep this many of max_tokens for the answer: the thinking is closed in time (a budget exit).",
-        ge=1,
+        "Tokens of max_tokens kept for the answer: the thinking closes in time, at a sentence end "
+        "(a budget exit). Default: 64 or a quarter of the limit, whichever is smaller; 0: off.",
+        ge=0,
         example="64",
+    )
+    thinking_budget: int | None = _field(
+        "Close the thinking after about this many tokens, at the next sentence or line end (a budget "
+        "exit); LYNX may exit earlier. Default: no budget beyond max_tokens.",
+        ge=1,
+        example="256",
+    )
+    loop_guard: bool = _field(
+        "Close a thinking that repeats itself in a loop and answer (a loop exit); stop an answer that loops.",
+        True,
     )
     logprobs: bool = _field("Report the log-probability of each answer token.", False)
     top_logprobs: int = _field(

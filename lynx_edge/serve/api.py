@@ -22,9 +22,9 @@ from lynx_edge.runtime.options import GenerationOptions
 
 log = logging.getLogger("lynx_edge.serve")
 
-# less effort = more risk = earlier exits; "none"/"minimal" skip the thinking altogether
-EFFORT_ALPHA = {"low": 0.2, "medium": 0.1, "high": 0.05}
-NO_THINKING = ("none", "minimal")
+# less effort = more risk = earlier exits; "none" skips the thinking, "max" thinks to the end
+Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+EFFORT_ALPHA = {"minimal": 0.3, "low": 0.2, "medium": 0.1, "high": 0.05, "xhigh": 0.02}
 MAX_STOP = 4
 UNSUPPORTED = (
     "tools",
@@ -107,6 +107,42 @@ class LynxOptions(BaseModel):
     exit: StrictStr | None = None
     measure_savings: StrictBool = False
     answer_reserve: StrictInt | None = None
+    loop_guard: StrictBool | None = None
+
+
+class Reasoning(BaseModel):
+    """OpenRouter's ``reasoning`` object."""
+
+    model_config = ConfigDict(extra="ignore")
+    effort: Effort | None = None
+    max_tokens: StrictInt | None = None
+    exclude: StrictBool = False
+    enabled: StrictBool | None = None
+
+
+class Thinking(BaseModel):
+    """Anthropic's ``thinking`` object, as OpenAI-compatible clients pass it through."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["enabled", "disabled", "adaptive"] = "enabled"
+    budget_tokens: StrictInt | None = None
+
+
+class TemplateKwargs(BaseModel):
+    """``chat_template_kwargs`` (llama-server, vLLM): only the thinking switch is read."""
+
+    model_config = ConfigDict(extra="allow")
+    enable_thinking: StrictBool | None = None
+
+
+class ThinkingAsked(BaseModel):
+    """What a request's thinking dialects ask for, merged: whether to think, a budget, an
+    effort, whether to show the reasoning. Each dialect is read here and nowhere else."""
+
+    think: bool = True
+    budget: int | None = None
+    effort: Effort | None = None
+    exclude: bool = False
 
 
 class ChatRequest(BaseModel):
@@ -132,7 +168,12 @@ class ChatRequest(BaseModel):
     presence_penalty: Number = 0.0
     logit_bias: dict[StrictStr, Number] | None = None
     response_format: ResponseFormat | None = None
-    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    reasoning_effort: Effort | None = None
+    reasoning: Reasoning | None = None
+    thinking: Thinking | None = None
+    thinking_budget_tokens: StrictInt | None = None
+    reasoning_budget_tokens: StrictInt | None = None
+    chat_template_kwargs: TemplateKwargs | None = None
     lynx: LynxOptions | None = None
 
     @property
@@ -147,6 +188,35 @@ class ChatRequest(BaseModel):
     def wants_json(self) -> bool:
         return self.response_format is not None and self.response_format.type != "text"
 
+    def thinking_asked(self) -> ThinkingAsked:
+        """The thinking every dialect asks for: off if any off-switch is set (or a budget is
+        0), the smallest budget any field names (clients send several, since servers differ),
+        the effort word of ``reasoning_effort`` or ``reasoning.effort``."""
+        reasoning, thinking = self.reasoning or Reasoning(), self.thinking or Thinking()
+        budgets = {
+            "thinking_budget_tokens": self.thinking_budget_tokens,
+            "reasoning_budget_tokens": self.reasoning_budget_tokens,
+            "reasoning.max_tokens": reasoning.max_tokens,
+            "thinking.budget_tokens": thinking.budget_tokens,
+        }
+        for name, value in budgets.items():
+            if value is not None and value < 0:
+                raise ApiError(
+                    400, f"'{name}' must be 0 (no thinking) or more, got {value}", param=name, code="invalid_value"
+                )
+        given = [v for v in budgets.values() if v is not None]
+        effort = self.reasoning_effort or reasoning.effort
+        off = (
+            effort == "none"
+            or reasoning.enabled is False
+            or thinking.type == "disabled"
+            or (self.chat_template_kwargs is not None and self.chat_template_kwargs.enable_thinking is False)
+            or 0 in given
+        )
+        return ThinkingAsked(
+            think=not off, budget=min(given) if given else None, effort=effort, exclude=reasoning.exclude
+        )
+
     def chat(self) -> list[dict[str, str]]:
         return [m.plain() for m in self.messages]
 
@@ -155,9 +225,9 @@ class ChatRequest(BaseModel):
         --mode); each value's range is checked here, by the options' schema."""
         defaults = defaults or GenerationOptions()
         lynx = self.lynx or LynxOptions()
-        effort = self.reasoning_effort
-        alpha = lynx.alpha if lynx.alpha is not None else EFFORT_ALPHA.get(effort or "", defaults.alpha)
-        exit_policy = "none" if not lynx.enabled else (lynx.exit or defaults.exit)
+        asked = self.thinking_asked()
+        alpha = lynx.alpha if lynx.alpha is not None else EFFORT_ALPHA.get(asked.effort or "", defaults.alpha)
+        exit_policy = "none" if not lynx.enabled or asked.effort == "max" else (lynx.exit or defaults.exit)
         json_schema = None
         if self.wants_json:
             spec = self.response_format.json_schema
@@ -180,9 +250,11 @@ class ChatRequest(BaseModel):
                 exit=exit_policy,
                 alpha=None if alpha is None or exit_policy == "none" else alpha,
                 measure_savings=lynx.measure_savings,
-                think=effort not in NO_THINKING,
+                think=asked.think,
+                thinking_budget=asked.budget if asked.think and asked.budget is not None else defaults.thinking_budget,
+                loop_guard=defaults.loop_guard if lynx.loop_guard is None else lynx.loop_guard,
                 json_schema=json_schema,
-                answer_reserve=lynx.answer_reserve,
+                answer_reserve=defaults.answer_reserve if lynx.answer_reserve is None else lynx.answer_reserve,
                 logprobs=self.logprobs,
                 top_logprobs=self.top_logprobs or 0,
                 frequency_penalty=self.frequency_penalty,
@@ -194,7 +266,7 @@ class ChatRequest(BaseModel):
 
     def _wire_name(self, field: str | None) -> str | None:
         """The request parameter that carried option ``field``."""
-        if field in ("alpha", "exit", "answer_reserve", "measure_savings"):
+        if field in ("alpha", "exit", "answer_reserve", "measure_savings", "loop_guard"):
             return f"lynx.{field}"
         if field == "max_tokens":
             return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
@@ -307,6 +379,7 @@ def lynx_stats(reply: Reply) -> dict[str, Any]:
         "probe": result.probe,
         "probe_calls": result.probe_calls,
         "trial_tokens": result.tokens.trial,
+        "loops": list(result.loops),
         "tokens_saved": reply.savings.tokens_saved if reply.savings else None,
         "saving_is_lower_bound": reply.savings.capped if reply.savings else None,
     }
@@ -334,16 +407,18 @@ def logprob_entries(items: list[TokenLogprob]) -> list[dict[str, Any]]:
 class Completion:
     """Ids and shapes shared by the chunks and the response of one completion."""
 
-    def __init__(self, model: str, *, logprobs: bool = False) -> None:
+    def __init__(self, model: str, *, logprobs: bool = False, show_reasoning: bool = True) -> None:
         self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
         self.model = model
         self.logprobs = logprobs
+        self.show_reasoning = show_reasoning  # False: reasoning.exclude (the thinking still runs)
 
     def _logprobs(self, answer: list[TokenLogprob], reasoning: list[TokenLogprob]) -> dict[str, Any] | None:
         if not self.logprobs:
             return None
-        return {"content": logprob_entries(answer), "refusal": None, "reasoning_content": logprob_entries(reasoning)}
+        shown = {"reasoning_content": logprob_entries(reasoning)} if self.show_reasoning else {}
+        return {"content": logprob_entries(answer), "refusal": None, **shown}
 
     def chunk(
         self,
@@ -375,12 +450,9 @@ class Completion:
         }
 
     def response(self, reply: Reply, answer: str, stopped: bool) -> dict[str, Any]:
-        message = {
-            "role": "assistant",
-            "content": answer,
-            "reasoning_content": reply.thinking,
-            "reasoning": reply.thinking,
-        }
+        message = {"role": "assistant", "content": answer}
+        if self.show_reasoning:
+            message.update(reasoning_content=reply.thinking, reasoning=reply.thinking)
         choice = {
             "index": 0,
             "message": message,

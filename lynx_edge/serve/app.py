@@ -164,7 +164,9 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> Starle
         if isinstance(first, BaseException):
             await job.queue.get()  # the end marker
             return _error_response(_api_error(first))
-        completion = Completion(served, logprobs=chat_request.logprobs)
+        completion = Completion(
+            served, logprobs=chat_request.logprobs, show_reasoning=not chat_request.thinking_asked().exclude
+        )
         if chat_request.stream:
             return StreamingResponse(
                 _stream(job, chat_request, first, completion),
@@ -276,7 +278,7 @@ async def _stream(job: Job, request: ChatRequest, first: Any, completion: Comple
         item = first
         while item is not END:
             thinking, answer, answer_lp, thinking_lp = got.take(item)
-            if thinking:
+            if thinking and completion.show_reasoning:
                 yield _sse(
                     completion.chunk({"reasoning_content": thinking, "reasoning": thinking}, reasoning_lp=thinking_lp)
                 )

@@ -115,7 +115,7 @@ async def test_prompt_streams_thinking_cues_exit_answer_and_measured_saving(smol
         await until(pilot, lambda: view.savings is not None)
         thinking = str(view.block.render())  # what the screen shows
         assert view.reply.cues and view.reply.cues[-1].decision == "exit"
-        assert "✂ thinking cut here" in thinking and "≥" in thinking  # cue marked with score vs threshold
+        assert "✂ thinking cut at" in thinking and "≥" in thinking  # cue marked with score vs threshold
         assert "boxed" in view.answer
         stats = view.stats_text
         assert "thinking" in stats and "tok/s" in stats and "probe calls" in stats

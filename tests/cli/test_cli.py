@@ -72,7 +72,7 @@ def test_run_text_prints_answer_and_stats_line(smol_info, tmp_path: Path) -> Non
         "--measure-savings",
     )
     assert code == 0 and out.strip()
-    assert "⟨exit: thinking cut at '\\n' (probe)⟩" in err
+    assert "⟨exit: thinking cut at '\\n' (probe " in err
     assert "exited at '\\n'" in err and "probe calls 1" in err and "tok/s" in err
     assert "saved" in err or "the exit cost" in err
 

@@ -91,7 +91,7 @@ def test_no_exit_equals_llama_cpp_greedy_completion(reasoner: Path) -> None:
     the same prompt on the same merged model, token for token."""
     engine = Engine(reasoner, probe=None)
     prompt = engine.backend.prompt_tokens(engine.render_prompt(PROBLEM))
-    done = list(engine.generate(PROBLEM, temperature=0, seed=0, max_tokens=200, exit="none"))[-1]
+    done = list(engine.generate(PROBLEM, temperature=0, seed=0, max_tokens=200, exit="none", answer_reserve=0))[-1]
     ours = engine.backend.tokens[len(prompt) :]
     llm = plain_llama(reasoner, n_ctx=2048, n_threads=engine.backend.n_threads)
     theirs = llm.create_completion(prompt, max_tokens=200, temperature=0.0, top_k=1, repeat_penalty=1.0)

@@ -168,7 +168,11 @@ def test_logprobs_equal_llama_cpp_pythons_own(reasoner: Path) -> None:
     """The log-probabilities reported for each token are llama.cpp's log-softmax of the same
     logits, as llama-cpp-python reports them for the same prompt and greedy decoding."""
     engine = Engine(reasoner, probe=None)
-    r = Reply.of(engine.generate(PROBLEM, exit="none", temperature=0, max_tokens=24, logprobs=True, top_logprobs=3))
+    r = Reply.of(
+        engine.generate(
+            PROBLEM, exit="none", answer_reserve=0, temperature=0, max_tokens=24, logprobs=True, top_logprobs=3
+        )
+    )
     prompt = engine.backend.prompt_tokens(engine.render_prompt(PROBLEM))
     llm = plain_llama(reasoner, n_ctx=1024, n_threads=engine.backend.n_threads, logits_all=True)
     theirs = llm.create_completion(prompt, max_tokens=24, temperature=0.0, logprobs=3, repeat_penalty=1.0)
@@ -189,8 +193,10 @@ def test_penalties_follow_llama_cpp_python(reasoner: Path) -> None:
     engine = Engine(reasoner, probe=None)
     prompt = engine.backend.prompt_tokens(engine.render_prompt(PROBLEM))
     penalties = {"frequency_penalty": 2.0, "presence_penalty": 2.0}
-    penalised = Reply.of(engine.generate(PROBLEM, exit="none", temperature=0, max_tokens=48, **penalties))
-    plain = Reply.of(engine.generate(PROBLEM, exit="none", temperature=0, max_tokens=48))
+    penalised = Reply.of(
+        engine.generate(PROBLEM, exit="none", answer_reserve=0, temperature=0, max_tokens=48, **penalties)
+    )
+    plain = Reply.of(engine.generate(PROBLEM, exit="none", answer_reserve=0, temperature=0, max_tokens=48))
     llm = plain_llama(reasoner, n_ctx=1024, n_threads=engine.backend.n_threads)
     theirs = llm.create_completion(prompt, max_tokens=48, temperature=0.0, repeat_penalty=1.0, **penalties)
     engine.close()

@@ -48,11 +48,47 @@ def test_a_full_request_maps_to_engine_options() -> None:
 
 
 def test_reasoning_effort_sets_the_risk_or_skips_thinking() -> None:
-    assert parse_request({"messages": USER, "reasoning_effort": "low"}).options().alpha == 0.2
-    assert parse_request({"messages": USER, "reasoning_effort": "high"}).options().alpha == 0.05
-    assert parse_request({"messages": USER, "reasoning_effort": "low", "lynx": {"alpha": 0.1}}).options().alpha == 0.1
-    for effort in ("none", "minimal"):  # what apps send to turn thinking off: never an error
-        assert parse_request({"messages": USER, "reasoning_effort": effort}).options().think is False
+    def asked(**body: object) -> GenerationOptions:
+        return parse_request({"messages": USER, **body}).options()
+
+    levels = {"minimal": 0.3, "low": 0.2, "medium": 0.1, "high": 0.05, "xhigh": 0.02}
+    for effort, alpha in levels.items():
+        assert asked(reasoning_effort=effort).alpha == alpha
+        assert asked(reasoning={"effort": effort}).alpha == alpha  # OpenRouter's spelling
+    assert asked(reasoning_effort="low", lynx={"alpha": 0.1}).alpha == 0.1
+    assert asked(reasoning_effort="max").exit == "none"  # the most effort: think to the end
+    assert asked(reasoning_effort="none").think is False  # what apps send to turn thinking off: never an error
+
+
+def test_every_thinking_dialect_is_read() -> None:
+    def asked(**body: object) -> GenerationOptions:
+        return parse_request({"messages": USER, **body}).options()
+
+    for off in (
+        {"chat_template_kwargs": {"enable_thinking": False, "other": 1}},
+        {"thinking": {"type": "disabled"}},
+        {"reasoning": {"enabled": False}},
+        {"reasoning_effort": "none"},
+        {"thinking_budget_tokens": 0},
+        {"reasoning": {"max_tokens": 0}},
+    ):
+        assert asked(**off).think is False, off
+    for budget in (
+        {"thinking_budget_tokens": 96},
+        {"reasoning_budget_tokens": 96},
+        {"reasoning": {"max_tokens": 96}},
+        {"thinking": {"type": "enabled", "budget_tokens": 96}},
+        {"thinking_budget_tokens": 96, "reasoning_budget_tokens": 200},  # clients send several: the smallest
+    ):
+        o = asked(**budget)
+        assert o.think and o.thinking_budget == 96, budget
+    assert asked(chat_template_kwargs={"enable_thinking": True}).think
+    assert asked(lynx={"loop_guard": False}).loop_guard is False and asked().loop_guard
+    assert asked(reasoning={"summary": "auto", "effort": "low"}).alpha == 0.2  # unknown reasoning fields: ignored
+    defaults = GenerationOptions(thinking_budget=300, loop_guard=False)
+    assert parse_request({"messages": USER}).options(defaults).thinking_budget == 300
+    assert parse_request({"messages": USER, "reasoning": {"max_tokens": 50}}).options(defaults).thinking_budget == 50
+    assert parse_request({"messages": USER, "reasoning": {"exclude": True}}).thinking_asked().exclude
 
 
 def test_response_format_makes_a_grammar_and_keeps_room_for_the_answer() -> None:
@@ -67,9 +103,10 @@ def test_response_format_makes_a_grammar_and_keeps_room_for_the_answer() -> None
     o = r.options()
     assert o.json_schema == schema and answer_reserve(o, 300) == 64  # the engine keeps room for the JSON
     any_object = parse_request({"messages": USER, "response_format": {"type": "json_object"}}).options()
-    assert any_object.json_schema == {"type": "object"} and answer_reserve(any_object, 300) is None  # no limit set
+    assert any_object.json_schema == {"type": "object"} and answer_reserve(any_object, 300) == 64  # any limit
     assert parse_request({"messages": USER, "response_format": {"type": "text"}}).options().json_schema is None
-    assert answer_reserve(o.but(max_tokens=40), 40) == 20  # a tight limit: half of it
+    assert answer_reserve(o.but(max_tokens=40), 40) == 10  # a tight limit: a quarter of it
+    assert answer_reserve(o.but(answer_reserve=0), 300) == 0  # asked off
 
 
 def test_the_server_default_risk_level_applies_when_a_request_names_none() -> None:
@@ -96,14 +133,19 @@ def test_the_server_default_risk_level_applies_when_a_request_names_none() -> No
         ({"messages": USER, "lynx": {"alpha": 0}}, "lynx.alpha"),
         ({"messages": USER, "lynx": {"enabled": "yes"}}, "lynx.enabled"),
         ({"messages": USER, "lynx": {"sideways": 1}}, "lynx.sideways"),
-        ({"messages": USER, "reasoning_effort": "max"}, "reasoning_effort"),
+        ({"messages": USER, "reasoning_effort": "maximal"}, "reasoning_effort"),
+        ({"messages": USER, "reasoning": {"effort": "lots"}}, "reasoning.effort"),
+        ({"messages": USER, "thinking_budget_tokens": -1}, "thinking_budget_tokens"),
+        ({"messages": USER, "thinking": {"type": "enabled", "budget_tokens": "many"}}, "thinking.budget_tokens"),
+        ({"messages": USER, "chat_template_kwargs": {"enable_thinking": "no"}}, "chat_template_kwargs.enable_thinking"),
+        ({"messages": USER, "lynx": {"loop_guard": "off"}}, "lynx.loop_guard"),
         ({"messages": USER, "reasoning_effort": ["low"]}, "reasoning_effort"),
         ({"messages": USER, "reasoning_effort": {}}, "reasoning_effort"),
         ({"messages": USER, "n": 2}, "n"),
         ({"messages": USER, "top_logprobs": 21}, "top_logprobs"),
         ({"messages": USER, "logit_bias": {"1": 500}}, "logit_bias"),
         ({"messages": USER, "max_completion_tokens": 0}, "max_completion_tokens"),
-        ({"messages": USER, "lynx": {"answer_reserve": 0}}, "lynx.answer_reserve"),
+        ({"messages": USER, "lynx": {"answer_reserve": -1}}, "lynx.answer_reserve"),
         ({"messages": USER, "lynx": {"exit": "sometimes"}}, "lynx.exit"),
         ({"messages": USER, "response_format": {"type": "xml"}}, "response_format.type"),
         ({"messages": USER, "stream_options": "yes"}, "stream_options"),

@@ -16,6 +16,7 @@ import openai
 import pytest
 import uvicorn
 
+from lynx_edge.runtime.boundaries import CutWindow
 from lynx_edge.runtime.engine import Engine
 from lynx_edge.serve.app import ServerSettings, create_app
 
@@ -195,6 +196,73 @@ def test_reasoning_effort_none_skips_the_thinking(client: openai.OpenAI) -> None
     assert resp.usage.completion_tokens_details.reasoning_tokens <= 4 and not resp.model_extra["lynx"]["exited"]
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"chat_template_kwargs": {"enable_thinking": False}},
+        {"thinking": {"type": "disabled"}},
+        {"reasoning": {"enabled": False}},
+        {"reasoning_budget_tokens": 0},
+    ],
+)
+def test_every_thinking_off_switch_skips_the_thinking(client: openai.OpenAI, extra: dict) -> None:
+    resp = ask(client, max_tokens=60, extra_body=extra)
+    assert resp.usage.completion_tokens_details.reasoning_tokens <= 4 and resp.choices[0].message.content
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"thinking_budget_tokens": 24},
+        {"reasoning_budget_tokens": 24},
+        {"reasoning": {"max_tokens": 24}},
+        {"thinking": {"type": "enabled", "budget_tokens": 24}},
+    ],
+)
+def test_every_thinking_budget_closes_the_thinking_softly(client: openai.OpenAI, extra: dict) -> None:
+    """Each dialect's budget closes the thinking near 24 tokens (LYNX off, so that the budget
+    is what closes it), and the reply still answers."""
+    resp = ask(client, max_tokens=300, extra_body={**extra, "lynx": {"enabled": False}})
+    lynx = resp.model_extra["lynx"]
+    assert lynx["exit_policy"] == "budget" and lynx["exit_cue"] == "budget"
+    assert resp.usage.completion_tokens_details.reasoning_tokens <= CutWindow.budget(24).hard
+    assert resp.choices[0].message.content
+
+
+def test_effort_words_pick_the_risk_level(client: openai.OpenAI) -> None:
+    low = ask(client, max_tokens=200, reasoning_effort="low").model_extra["lynx"]
+    high = ask(client, max_tokens=200, extra_body={"reasoning": {"effort": "high"}}).model_extra["lynx"]
+    assert low["alpha"] <= 0.2 and high["alpha"] <= 0.05 and low["alpha"] > high["alpha"]
+    most = ask(client, max_tokens=200, extra_body={"reasoning_effort": "max"}).model_extra["lynx"]
+    assert most["policy"].startswith("none") and most["exit_policy"] in (None, "budget")
+
+
+def test_reasoning_exclude_drops_the_reasoning_but_not_its_count(client: openai.OpenAI) -> None:
+    resp = ask(client, max_tokens=300, extra_body={"reasoning": {"exclude": True}})
+    message = resp.choices[0].message
+    assert message.content and "reasoning_content" not in (message.model_extra or {})
+    assert resp.usage.completion_tokens_details.reasoning_tokens > 0
+    chunks = list(ask(client, max_tokens=300, stream=True, extra_body={"reasoning": {"exclude": True}}))
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert not any((d.model_extra or {}).get("reasoning_content") for d in deltas)
+    assert "".join(d.content or "" for d in deltas).strip()
+
+
+def test_unknown_reasoning_fields_are_ignored(client: openai.OpenAI) -> None:
+    resp = ask(
+        client, max_tokens=120, extra_body={"reasoning": {"summary": "auto"}, "thinking_level": "deep", "verbosity": 1}
+    )
+    assert resp.choices[0].message.content
+
+
+def test_a_looping_reply_is_stopped_and_says_so(client: openai.OpenAI) -> None:
+    """A logit bias on " and" (token 284) makes the model repeat it forever, on any CPU."""
+    resp = ask(client, max_tokens=400, logit_bias={"284": 100})
+    lynx = resp.model_extra["lynx"]
+    assert lynx["exit_policy"] == "loop" and "answer" in lynx["loops"]
+    assert resp.choices[0].finish_reason == "stop" and resp.usage.completion_tokens < 300
+
+
 def test_unsupported_fields_are_refused_by_name(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         ask(
@@ -210,7 +278,8 @@ def test_extra_body_lynx_settings_are_applied(client: openai.OpenAI) -> None:
         max_tokens=200,
         extra_body={"lynx": {"enabled": False}},
     )
-    assert off.model_extra["lynx"]["exited"] is False and off.model_extra["lynx"]["policy"] == "none (early exit off)"
+    lynx = off.model_extra["lynx"]
+    assert lynx["policy"] == "none (early exit off)" and lynx["exit_policy"] in (None, "budget")  # no probe exit
     on = ask(
         client,
         max_tokens=200,
