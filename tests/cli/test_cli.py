@@ -298,3 +298,17 @@ def test_request_flags_come_from_the_options_schema() -> None:
     assert "--exit-style [conclude|boxed]" in flat and "[default: conclude]" in flat
     assert "--mode [per-cue|per-answer]" in flat
     assert "Risk level in (0, 1): the calibrated entry at or below it is used" in flat
+
+
+def test_thinking_budget_and_loop_guard_flags_reach_the_runtime() -> None:
+    """--thinking-budget closes the thinking near the budget (a budget exit, named in the
+    stats line and in --json); --loop-guard off is accepted, a bad value names the flag."""
+    code, out, err = invoke("run", PROBLEM, "--no-exit", "--temperature", "0", "--thinking-budget", "24")
+    assert code == 0 and out.strip() and "budget exit at token" in err
+    code, out, _ = invoke("run", PROBLEM, "--no-exit", "--temperature", "0", "--thinking-budget", "24", "--json")
+    data = json.loads(out)
+    assert data["exit"]["policy"] == "budget" and data["tokens"]["thinking"] <= 27 and data["loops"] == []
+    code, _, err = invoke("run", PROBLEM, "--loop-guard", "sometimes")
+    assert code == 2 and "--loop-guard" in err
+    code, _, err = invoke("run", PROBLEM, "--thinking-budget", "0")
+    assert code == 2 and "--thinking-budget" in err and "≥ 1" in err
