@@ -4,6 +4,7 @@ limits, and the loop guard on a set of prompts that loop.
     python studies/thinking_limits.py loop-set    # find loops → data/loops/loop-set.jsonl
     python studies/thinking_limits.py loop-guard  # guard on vs off on the loop set
     python studies/thinking_limits.py reserve     # max_tokens 40/60/80, reserve on vs off
+    python studies/thinking_limits.py false-alarms  # how close the bench's full traces come to a loop
 
 Every run goes through the runtime's own loop (``Replay`` lanes, greedy, so the same on every
 run of one machine); results land in ``studies/results/thinking-limits.json``.
@@ -24,7 +25,7 @@ from typing import Any
 from lynx_edge.lab.grading import grade
 from lynx_edge.lab.problems import Problem, load_problems
 from lynx_edge.runtime.engine import Engine
-from lynx_edge.runtime.loops import find_loop
+from lynx_edge.runtime.loops import MIN_SPAN, find_loop, max_copies
 from lynx_edge.runtime.options import GenerationOptions
 from lynx_edge.runtime.replay import Lane, Replay
 
@@ -194,6 +195,23 @@ def measure_reserve(limits: tuple[int, ...] = (40, 60, 80), n: int = 100) -> dic
     return {"problems": n, "model": engine.model_name, "rows": out}
 
 
+def false_alarms() -> dict[str, Any]:
+    """The most back-to-back copies of any cycle in the bench's full greedy traces (what the
+    guard's thresholds must stay above), and how many of those traces the guard flags."""
+    out = {}
+    for name in ("reasoner-synthetic500", "reasoner-svamp300"):
+        traces = [json.loads(line) for line in (ROOT / "studies/results" / name / "traces.jsonl").open()]
+        thinking = [t["trace"][: t["thinking_tokens"]] for t in traces]
+        out[name] = {
+            "traces": len(traces),
+            "max_copies_span_16": round(max(max_copies(t) for t in thinking), 4),
+            f"max_copies_span_{MIN_SPAN}": round(max(max_copies(t, min_span=MIN_SPAN) for t in thinking), 4),
+            "loops_found": sum(find_loop(t["trace"]) is not None for t in traces),
+        }
+        print(f"{name}: {out[name]}", file=sys.stderr)
+    return out
+
+
 def save(key: str, value: Any) -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     results[key] = value
@@ -208,6 +226,8 @@ if __name__ == "__main__":
         report = measure_loop_guard()
         save("loop_guard", report)
         print(json.dumps({k: v for k, v in report.items() if k != "rows"}, indent=2))
+    elif what == "false-alarms":
+        save("false_alarms", false_alarms())
     elif what == "reserve":
         save("answer_reserve", measure_reserve())
     else:

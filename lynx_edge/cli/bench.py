@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from lynx_edge.cli.options import schema_option
 from lynx_edge.errors import exits_on_user_error
 
 EXIT_INTERRUPTED = 130
@@ -81,13 +82,7 @@ def fractions(ctx: click.Context, param: click.Parameter, value: tuple[float, ..
     callback=fractions,
     help="Thinking budget as a fraction of the median full thinking length (a soft and a raw cut); repeatable.",
 )
-@click.option(
-    "--exit-style",
-    type=click.Choice(["conclude", "boxed"]),
-    default="conclude",
-    show_default=True,
-    help="What an exit writes, as in `run --exit-style` (the runtime's default: conclude).",
-)
+@schema_option("exit_style", "--exit-style", help="What an exit writes, as in `run --exit-style`.")
 @click.pass_context
 @exits_on_user_error
 def bench(

@@ -246,8 +246,8 @@ class Bench:
             outcome["seconds"] = round(outcome["seconds"] + scored * trace["probe_seconds_per_cue"], 4)
             methods[lynx_key(rule)] = outcome
             if rule == self.default_rule:
+                lynx_cut = cues[i].cut if i is not None else None
                 for f in self.s.budgets:
-                    lynx_cut = cues[i].cut if i is not None else None
                     budgets[within_budget_key(rule, f)] = first_cut(lynx_cut, budgets[budget_key(f)])
         trials = [answers.trial(cues[j].cut) for j in tried]
         judged = [(t.text, t.mean_prob) for t, _ in trials]

@@ -3,9 +3,10 @@
 A reasoning model that loops writes the same cycle of tokens again and again until the token
 limit, and the reply never gets an answer. A normal trace also repeats itself, but at most
 once: a recheck copies a calculation it already wrote ("16 - 5 = 11 … 16 - 5 = 11"). The
-thresholds are chosen from data (``studies/loop_set.py``): the 500 full greedy traces of the
-reasoner on ``data/synthetic/test.jsonl`` never exceed 2.14 copies of any cycle spanning 16
-tokens or more, while the loops of the loop set run to the limit. A loop is therefore
+thresholds are chosen from data (``python studies/thinking_limits.py false-alarms``): the 500
+full greedy traces of the reasoner on ``data/synthetic/test.jsonl`` never exceed 2.25 copies of
+any cycle spanning 16 tokens or more (SVAMP's 300: 2.85 copies of a cycle spanning 37 tokens),
+while the loops of the loop set (``data/loops``) run to the limit. A loop is therefore
 ``MIN_COPIES`` back-to-back copies of a cycle of at most ``MAX_PERIOD`` tokens spanning at
 least ``MIN_SPAN`` tokens (so that a run of digits or dashes is not a loop).
 
@@ -27,19 +28,12 @@ MIN_SPAN = 48
 
 @dataclass(frozen=True)
 class Loop:
-    """A detected loop: its cycle's length and where the repeated region starts.
-
-    Tokens ``[start, start + period)`` are the first copy; ``second`` is where the repetition
-    begins, so keeping ``tokens[:second]`` keeps one copy and drops the rest.
-    """
+    """A detected loop: its cycle's length and the repeated region ``[start, end)`` (tokens
+    ``[start, start + period)`` are the first copy)."""
 
     period: int
     start: int
     end: int  # one past the newest token of the loop
-
-    @property
-    def second(self) -> int:
-        return self.start + self.period
 
     @property
     def copies(self) -> float:
