@@ -74,10 +74,12 @@ async def _app_rate(
         await pilot.press("enter")
         while app.running is None:
             await pilot.pause(0.01)
-        await asyncio.to_thread(app.running.finished.wait)  # the app alone runs while it generates
-        while app.turn.view.result is None:
+        turn = app.running
+        await asyncio.to_thread(turn.finished.wait)  # the app alone runs while it generates
+        while not turn.shown:  # leaving before the app has applied the end would race its teardown
             await pilot.pause(0.01)
-        result = app.turn.view.result
+        result = turn.view.result
+        assert result is not None
         return result.tokens_per_second, result.tokens.total
 
 

@@ -67,6 +67,7 @@ class Turn:
     view: AssistantMessage
     stored: StoredMessage | None
     finished: threading.Event = field(default_factory=threading.Event)
+    shown: bool = False  # the end is applied in the view (the model thread being done is not enough)
     saved_at: float = 0.0
     compare: bool = False
 
@@ -335,6 +336,7 @@ class ChatApp(App[None]):
             self.notify(str(error), title="generation stopped", severity="error", timeout=15)
         turn.view.show_complete()  # a cancelled measurement stays "—": never a guess
         turn.save(self.store, force=True)
+        turn.shown = True
 
     # ---- actions -----------------------------------------------------------------------
     def action_cancel(self) -> None:

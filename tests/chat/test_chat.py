@@ -98,7 +98,7 @@ async def first_answer(pilot) -> AssistantMessage:
     """Wait for the model, ask PROMPT, and wait until the reply and its worker are done."""
     await ready(pilot)
     view = await ask(pilot)
-    await until(pilot, lambda: view.result is not None and pilot.app.running.finished.is_set())
+    await until(pilot, lambda: view.result is not None and pilot.app.running.shown)
     return view
 
 
@@ -133,7 +133,7 @@ async def test_escape_cancels_keeps_text_and_the_app_stays_usable(smol: Path, tm
         view = await ask(pilot, LONG_PROMPT)
         await until(pilot, lambda: len(view.thinking_plain) > 20)
         await pilot.press("escape")
-        await until(pilot, lambda: view.result is not None and app.running.finished.is_set())
+        await until(pilot, lambda: view.result is not None and app.running.shown)
         assert view.result.finish_reason == "cancelled"
         assert not view.result.exited and all(c.decision == "off" for c in view.reply.cues)
         kept = view.thinking_plain
