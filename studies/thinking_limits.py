@@ -33,9 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LOOP_SET = ROOT / "data/loops/loop-set.jsonl"
 RESULTS = ROOT / "studies/results/thinking-limits.json"
 MAX_TOKENS = 512
-SOURCES = (  # (model preset, data file, first N problems)
-    ("smollm2-135m", ROOT / "data/synthetic/test.jsonl", 60),
-    ("smollm2-135m-reasoner", ROOT.parent / "shared/data/svamp/test.jsonl", 100),
+SOURCES = (  # (model preset, data file, first N problems, thinking forced long)
+    ("smollm2-135m", ROOT / "data/synthetic/test.jsonl", 60, False),
+    ("smollm2-135m-reasoner", ROOT.parent / "shared/data/svamp/test.jsonl", 100, False),
+    ("smollm2-135m-reasoner", ROOT / "data/synthetic/test.jsonl", 60, True),
 )
 REPEATING = (  # prompts that invite a model to repeat itself
     "Count from 1 to 200, one number per line.",
@@ -62,6 +63,12 @@ def run_all(engine: Engine, items: list[tuple[str, GenerationOptions]]) -> list[
     return [results[i] for i in range(len(items))]
 
 
+def forced_long(engine: Engine) -> dict[str, Any]:
+    """Options that keep the thinking open: the close tag's first token is never sampled
+    (the reply ends at the limit, or wherever the model stops: the runtime then closes it)."""
+    return {"logit_bias": ((engine.backend.tokenize(engine.think_close)[0], -100.0),)}
+
+
 def unguarded(**more: Any) -> GenerationOptions:
     return GenerationOptions(
         temperature=0, seed=0, exit="none", max_tokens=MAX_TOKENS, answer_reserve=0, loop_guard=False, **more
@@ -71,10 +78,12 @@ def unguarded(**more: Any) -> GenerationOptions:
 def build_loop_set() -> list[dict[str, Any]]:
     """Every candidate run unguarded; the ones that loop to the limit are the loop set."""
     found = []
-    for preset, data, n in SOURCES:
+    for preset, data, n, long in SOURCES:
         problems = load_problems(data).problems[:n]
         engine = Engine(preset, probe=None, n_ctx=1024, parallel=PARALLEL)
-        items = [(p.prompt, unguarded()) for p in problems] + [(q, unguarded()) for q in REPEATING]
+        options = unguarded(**forced_long(engine)) if long else unguarded()
+        repeats = [] if long else [(q, unguarded()) for q in REPEATING]
+        items = [(p.prompt, options) for p in problems] + repeats
         for i, result in enumerate(run_all(engine, items)):
             loop = find_loop(result.token_ids)
             if loop is None or result.finish_reason != "length":
@@ -88,12 +97,13 @@ def build_loop_set() -> list[dict[str, Any]]:
                     "gold": problem.gold if problem else None,
                     "kind": problem.kind if problem else None,
                     "source": str(data.relative_to(ROOT.parent)) if problem else "studies/thinking_limits.py",
+                    "thinking_forced_long": long,
                     "loop_period": loop.period,
                     "loop_start": loop.start,
                 }
             )
         engine.close()
-        print(f"{preset}: {sum(1 for f in found if f['model'] == preset)} of {len(items)} loop", file=sys.stderr)
+        print(f"{preset} ({data.name}): {len(found)} loops so far, {len(items)} prompts here", file=sys.stderr)
     LOOP_SET.parent.mkdir(parents=True, exist_ok=True)
     LOOP_SET.write_text("".join(json.dumps(f) + "\n" for f in found))
     return found
@@ -107,8 +117,9 @@ def correct(record: dict[str, Any], answer: str) -> bool | None:
 
 def looping_tokens(result: Any) -> int:
     """Tokens a guarded reply spent in loops: the thinking from its loop's first copy to the
-    loop exit, and the answer from its loop's first copy to where it stopped — or all of an
-    answer that ran to the limit (a loop the guard did not see as one)."""
+    loop exit, and the answer from its loop's first copy (a new loop, or the thinking's cycle
+    resumed) to where it stopped — or all of an answer that ran to the limit (a loop the
+    guard did not see as one)."""
     thinking = result.tokens.thinking
     kept = result.exit.token_index if result.exit else thinking
     in_thinking = find_loop(result.token_ids[:kept])
@@ -116,7 +127,8 @@ def looping_tokens(result: Any) -> int:
     answer = result.token_ids[thinking:]
     if result.finish_reason == "length":
         return spent + len(answer)
-    in_answer = find_loop(answer)
+    cycle = result.token_ids[in_thinking.end - in_thinking.period : in_thinking.end] if in_thinking else None
+    in_answer = find_loop(answer, relapse=cycle)
     return spent + (len(answer) - in_answer.start if in_answer else 0)
 
 
@@ -127,8 +139,9 @@ def measure_loop_guard() -> dict[str, Any]:
     for preset in sorted({r["model"] for r in records}):
         mine = [r for r in records if r["model"] == preset]
         engine = Engine(preset, probe=None, n_ctx=1024, parallel=PARALLEL)
-        off = run_all(engine, [(r["prompt"], unguarded()) for r in mine])
-        on = run_all(engine, [(r["prompt"], unguarded().but(loop_guard=True)) for r in mine])
+        options = [unguarded(**forced_long(engine)) if r["thinking_forced_long"] else unguarded() for r in mine]
+        off = run_all(engine, [(r["prompt"], o) for r, o in zip(mine, options)])
+        on = run_all(engine, [(r["prompt"], o.but(loop_guard=True)) for r, o in zip(mine, options)])
         engine.close()
         for r, a, b in zip(mine, off, on):
             loop = find_loop(a.token_ids)  # None: this run did not loop (another batch, another near-tie)

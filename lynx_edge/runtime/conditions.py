@@ -87,7 +87,8 @@ def departures(calibrated: Conditions, request: RequestConditions) -> list[str]:
     found = []
     greedy = request.temperature < GREEDY_BELOW
     if greedy != calibrated.greedy or (not greedy and not calibrated.covers_temperature(request.temperature)):
-        found.append(f"temperature {request.temperature:g} (calibrated at {calibrated.temperatures})")
+        calibrated_at = "greedy" if calibrated.greedy else f"at {calibrated.temperatures}"
+        found.append(f"temperature {request.temperature:g} (calibrated {calibrated_at})")
     elif not greedy and abs(request.top_p - calibrated.top_p) > 1e-6:
         found.append(f"top-p {request.top_p:g} (calibrated at {calibrated.top_p:g})")
     elif not greedy and request.top_k != calibrated.top_k:

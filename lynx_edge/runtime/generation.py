@@ -51,6 +51,10 @@ from lynx_edge.runtime.stream import StreamGate
 Policy = NoExit | ProbeExit | TrialExit
 
 
+class _ContextFull(Exception):
+    """Runtime-written text would overflow the context: the reply ends there ("length")."""
+
+
 class Host(Protocol):
     """What a generation needs of its engine: the model, its cues and texts, names to report."""
 
@@ -155,31 +159,34 @@ class Generation:
         out: BatchOut = yield BatchItem(self.seq, plan.prompt[self.reused :])
         self.sampler = b.sampler(plan.sampling)
         decode_start = time.perf_counter()
-        if plan.think_closed_in_prompt:
-            self.ledger.open_answer()
-        elif not plan.think:
-            out = yield from self._write(self.e.conclude_text(self.ledger.text))
-        while True:
-            if self.cancelled.is_set():
-                self.finish_reason = "cancelled"
-                break
-            if len(self.ledger) >= self.cap or len(b.seqs[self.seq]) >= b.n_ctx:
-                self.finish_reason = "length"
-                break
-            constrained = self.grammar is not None and self.ledger.closed and self.boxed is None
-            token = b.sample(self.sampler, out.row, self.grammar if constrained else None)
-            if self._cut_due(token):
-                out = yield from self._window_exit(token)
-                continue
-            logprob = b.logprob(out.row, token, plan.top_logprobs) if plan.logprobs else None
-            if b.is_eog(token):
-                if self.ledger.closed or self.closed_by_runtime:
+        try:
+            if plan.think_closed_in_prompt:
+                self.ledger.open_answer()
+            elif not plan.think:
+                out = yield from self._write(self.e.conclude_text(self.ledger.text))
+            while True:
+                if self.cancelled.is_set():
+                    self.finish_reason = "cancelled"
                     break
-                out = yield from self._close_unfinished_thinking()
-                continue
-            out, finished = yield from self._step(token, out, logprob)
-            if finished:
-                break
+                if len(self.ledger) >= self.cap or len(b.seqs[self.seq]) >= b.n_ctx:
+                    self.finish_reason = "length"
+                    break
+                constrained = self.grammar is not None and self.ledger.closed and self.boxed is None
+                token = b.sample(self.sampler, out.row, self.grammar if constrained else None)
+                if self._cut_due(token):
+                    out = yield from self._window_exit(token)
+                    continue
+                logprob = b.logprob(out.row, token, plan.top_logprobs) if plan.logprobs else None
+                if b.is_eog(token):
+                    if self.ledger.closed or self.closed_by_runtime:
+                        break
+                    out = yield from self._close_unfinished_thinking()
+                    continue
+                out, finished = yield from self._step(token, out, logprob)
+                if finished:
+                    break
+        except _ContextFull:  # the text the runtime writes (a close, an exit) does not fit
+            self.finish_reason = "length"
         self.pending = None
         yield from self.stream.flush(final=True)
         result = self._result(time.perf_counter() - start, time.perf_counter() - decode_start)
@@ -366,6 +373,8 @@ class Generation:
         self.loops.append(phase)
         if not in_thinking:
             return True
+        cycle = self.ledger.tokens[loop.end - loop.period : loop.end]
+        self.guards = (self.guards[0], LoopGuard(relapse=cycle))  # the answer must not resume it
         self.window = loop.window(ceiling=self.window.hard if self.window is not None else None)
         self.window_kind = "loop"
         return False
@@ -380,9 +389,10 @@ class Generation:
     def _write(self, text: str) -> Step:
         """Append runtime-written text (exit text, closing tag) as generated tokens."""
         tokens = self.b.tokenize(text)
+        if len(self.b.seqs[self.seq]) + len(tokens) > self.b.n_ctx:
+            raise _ContextFull
         for token in tokens:
             self.ledger.commit(token)
-        self.b.check_room(len(tokens), self.seq)
         out = yield BatchItem(self.seq, tokens)
         return out
 

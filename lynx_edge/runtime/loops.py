@@ -8,7 +8,12 @@ full greedy traces of the reasoner on ``data/synthetic/test.jsonl`` never exceed
 any cycle spanning 16 tokens or more (SVAMP's 300: 2.85 copies of a cycle spanning 37 tokens),
 while the loops of the loop set (``data/loops``) run to the limit. A loop is therefore
 ``MIN_COPIES`` back-to-back copies of a cycle of at most ``MAX_PERIOD`` tokens spanning at
-least ``MIN_SPAN`` tokens (so that a run of digits or dashes is not a loop).
+least ``MIN_SPAN`` tokens (so that a run of digits or dashes is not a loop). Copies must be
+exact: a counter ("17. a book. 18. a book.") is what a user asks for when they ask for a list.
+
+After a loop exit the answer often goes straight back into the cycle the thinking was cut
+from. That is a relapse, caught sooner (``RELAPSE_COPIES`` copies of that cycle, in any
+rotation, at least ``RELAPSE_SPAN`` tokens) than a new loop, which needs the full thresholds.
 
 Pure NumPy: one vector compare per token, whatever the period.
 """
@@ -16,6 +21,7 @@ Pure NumPy: one vector compare per token, whatever the period.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +30,8 @@ from lynx_edge.runtime.boundaries import MAX_GRACE, CutWindow
 MAX_PERIOD = 256
 MIN_COPIES = 2.5
 MIN_SPAN = 48
+RELAPSE_COPIES = 1.5
+RELAPSE_SPAN = 16
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,16 @@ class LoopGuard:
     a cycle of period ``p`` repeated ``c`` times leaves a run of ``(c - 1) · p``.
     """
 
-    def __init__(self, *, max_period: int = MAX_PERIOD, min_copies: float = MIN_COPIES, min_span: int = MIN_SPAN):
+    def __init__(
+        self,
+        *,
+        max_period: int = MAX_PERIOD,
+        min_copies: float = MIN_COPIES,
+        min_span: int = MIN_SPAN,
+        relapse: list[int] | tuple[int, ...] | None = None,
+    ):
+        """``relapse``: one copy of a cycle already caught (the thinking's loop); writing it
+        again in any rotation ends the watched text sooner."""
         self.max_period = max_period
         self.min_copies = min_copies
         self.min_span = min_span
@@ -68,6 +85,11 @@ class LoopGuard:
         self.count = 0  # tokens seen
         # a run long enough to be a loop at each period
         self.needed = np.maximum(np.ceil((min_copies - 1) * self.periods), min_span - self.periods)
+        # relapse: cycle[(r + k) % p] is what rotation r expects next after k matching tokens
+        self.cycle = np.asarray(relapse if relapse else [], dtype=np.int64)
+        self.rotations = np.arange(self.cycle.size)
+        self.relapse_runs = np.zeros(self.cycle.size, dtype=np.int64)
+        self.relapse_needed = max(int(np.ceil(RELAPSE_COPIES * self.cycle.size)), RELAPSE_SPAN)
 
     def push(self, token: int) -> Loop | None:
         """Take the next token; the loop it completes (its shortest cycle), if any."""
@@ -75,6 +97,15 @@ class LoopGuard:
         self.recent = np.roll(self.recent, 1)
         self.recent[0] = token
         self.count += 1
+        if self.cycle.size:
+            p = self.cycle.size
+            expected = self.cycle[(self.rotations + self.relapse_runs) % p]
+            self.relapse_runs = np.where(
+                expected == token, self.relapse_runs + 1, (self.cycle == token).astype(np.int64)
+            )
+            run = int(self.relapse_runs.max())
+            if run >= self.relapse_needed:
+                return Loop(p, self.count - run, self.count)
         hits = np.flatnonzero(self.runs >= self.needed)
         if hits.size == 0:
             return None
@@ -83,9 +114,10 @@ class LoopGuard:
         return Loop(p, self.count - run - p, self.count)
 
 
-def find_loop(tokens: list[int] | tuple[int, ...], **thresholds: float) -> Loop | None:
-    """The first loop in ``tokens`` as the guard would see it token by token (None: no loop)."""
-    guard = LoopGuard(**thresholds)  # type: ignore[arg-type]
+def find_loop(tokens: list[int] | tuple[int, ...], **settings: Any) -> Loop | None:
+    """The first loop in ``tokens`` as ``LoopGuard(**settings)`` would see it token by token
+    (None: no loop)."""
+    guard = LoopGuard(**settings)
     for token in tokens:
         loop = guard.push(token)
         if loop is not None:

@@ -124,7 +124,7 @@ class Replay:
         def done(task: Task) -> None:
             if task.error is not None:
                 failed.append(task.error)
-            else:
+            elif not failed:  # after a failure the others are closed unfinished: no results
                 finished(task.result)
 
         def admit() -> None:

@@ -108,6 +108,7 @@ class LynxOptions(BaseModel):
     measure_savings: StrictBool = False
     answer_reserve: StrictInt | None = None
     loop_guard: StrictBool | None = None
+    exit_style: StrictStr | None = None
 
 
 class Reasoning(BaseModel):
@@ -253,6 +254,7 @@ class ChatRequest(BaseModel):
                 think=asked.think,
                 thinking_budget=asked.budget if asked.think and asked.budget is not None else defaults.thinking_budget,
                 loop_guard=defaults.loop_guard if lynx.loop_guard is None else lynx.loop_guard,
+                exit_style=lynx.exit_style or defaults.exit_style,
                 json_schema=json_schema,
                 answer_reserve=defaults.answer_reserve if lynx.answer_reserve is None else lynx.answer_reserve,
                 logprobs=self.logprobs,
@@ -266,7 +268,7 @@ class ChatRequest(BaseModel):
 
     def _wire_name(self, field: str | None) -> str | None:
         """The request parameter that carried option ``field``."""
-        if field in ("alpha", "exit", "answer_reserve", "measure_savings", "loop_guard"):
+        if field in ("alpha", "exit", "answer_reserve", "measure_savings", "loop_guard", "exit_style"):
             return f"lynx.{field}"
         if field == "max_tokens":
             return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"

@@ -312,6 +312,20 @@ def test_the_card_is_rederived_bit_for_bit_from_its_events(made_probe: dict[str,
     assert (copy / "card.json").read_text() == (made_probe["probe"] / "card.json").read_text()
 
 
+def test_the_shipped_card_is_rederived_bit_for_bit_from_the_repository(tmp_path: Path) -> None:
+    """The embedded reasoner's card: its events, training record and probe in the repository
+    are enough for calibrate to write the same card (thresholds, metrics, the 2000-draw check)."""
+    shipped = Path(__file__).resolve().parents[2] / "probes/smollm2-135m-reasoner"
+    card = json.loads((shipped / "card.json").read_text())
+    copy = tmp_path / "probe"
+    copy.mkdir()
+    for name in ("events.json", "training.json", "probe.onnx"):
+        (copy / name).write_bytes((shipped / name).read_bytes())
+    code, out = tools("calibrate", "-p", copy, "--default-alpha", card["default_alpha"])
+    assert code == 0, out
+    assert (copy / "card.json").read_text() == (shipped / "card.json").read_text()
+
+
 def test_guarantee_only_inside_the_calibrated_conditions(made_probe: dict[str, Path], tiny_r1: Path) -> None:
     """The card was calibrated at T 0.6 / top-p 0.95 with conclude exits: a request there carries
     the guarantee; another temperature or exit style gets an estimate that names the difference."""

@@ -10,6 +10,7 @@ import pytest
 from lynx_edge.events import Reply
 from lynx_edge.runtime.boundaries import CutWindow, boundary_at
 from lynx_edge.runtime.engine import Engine
+from lynx_edge.runtime.options import GenerationOptions
 
 PROBLEM = "Tom has 12 apples and buys 30 more. How many apples does he have now?"
 
@@ -76,3 +77,16 @@ def test_the_loop_guard_closes_a_looping_thinking_and_stops_a_looping_answer(eng
 def test_no_loop_on_a_normal_answer(engine: Engine) -> None:
     r = ask(engine, max_tokens=400).result
     assert r.loops == () and (r.exit is None or r.exit.policy != "loop")
+
+
+def test_a_loop_caught_at_the_context_end_ends_the_reply_instead_of_failing(engine: Engine, reasoner: Path) -> None:
+    """The context holds the prompt and 50 tokens, the reserve is off: the loop exit's close
+    would not fit, so the reply ends with finish 'length' (no error, nothing past the context)."""
+    word = engine.backend.tokenize(" and")[0]
+    prompt = engine.plan(PROBLEM, GenerationOptions(temperature=0)).prompt
+    small = Engine(reasoner, probe=None, n_ctx=len(prompt) + 50)
+    try:
+        r = ask(small, answer_reserve=0, logit_bias=((word, 100.0),)).result
+    finally:
+        small.close()
+    assert r.finish_reason == "length" and r.loops == ("thinking",) and r.tokens.completion <= 50

@@ -53,3 +53,20 @@ def test_no_false_alarm_on_the_benchs_full_greedy_traces() -> None:
     traces = [json.loads(line) for line in path.open()]
     assert len(traces) == 500
     assert not [t["id"] for t in traces if find_loop(t["trace"]) is not None]
+
+
+def test_an_answer_that_resumes_the_thinkings_loop_is_caught_at_a_copy_and_a_half() -> None:
+    cycle = words(12)
+    guard = LoopGuard(relapse=cycle)
+    resumed = words(3) + cycle[5:] + cycle * 3  # any rotation, after a few tokens of its own
+    hits = [i for i, t in enumerate(resumed) if guard.push(t) is not None]
+    assert hits and hits[0] == 3 + 18 - 1  # 1.5 copies of 12, long before the 48-token span
+
+
+def test_an_answer_that_echoes_part_of_the_loop_and_moves_on_is_not_a_relapse() -> None:
+    cycle = words(12)
+    echo = cycle[4:] + words(40)  # "35 marbles. The answer is 35" after "Each marble is 35 marbles."
+    assert find_loop(echo, relapse=cycle) is None
+    short = words(4)
+    assert find_loop(words(3) + short * 3 + words(10), relapse=short) is None  # 12 tokens: under the 16-token floor
+    assert find_loop(words(3) + short * 4, relapse=short) is not None

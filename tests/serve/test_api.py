@@ -84,6 +84,7 @@ def test_every_thinking_dialect_is_read() -> None:
         assert o.think and o.thinking_budget == 96, budget
     assert asked(chat_template_kwargs={"enable_thinking": True}).think
     assert asked(lynx={"loop_guard": False}).loop_guard is False and asked().loop_guard
+    assert asked(lynx={"exit_style": "boxed"}).exit_style == "boxed" and asked().exit_style == "conclude"
     assert asked(reasoning={"summary": "auto", "effort": "low"}).alpha == 0.2  # unknown reasoning fields: ignored
     defaults = GenerationOptions(thinking_budget=300, loop_guard=False)
     assert parse_request({"messages": USER}).options(defaults).thinking_budget == 300
@@ -147,6 +148,7 @@ def test_the_server_default_risk_level_applies_when_a_request_names_none() -> No
         ({"messages": USER, "max_completion_tokens": 0}, "max_completion_tokens"),
         ({"messages": USER, "lynx": {"answer_reserve": -1}}, "lynx.answer_reserve"),
         ({"messages": USER, "lynx": {"exit": "sometimes"}}, "lynx.exit"),
+        ({"messages": USER, "lynx": {"exit_style": "shout"}}, "lynx.exit_style"),
         ({"messages": USER, "response_format": {"type": "xml"}}, "response_format.type"),
         ({"messages": USER, "stream_options": "yes"}, "stream_options"),
         ({"messages": USER, "model": 7}, "model"),

@@ -289,13 +289,17 @@ def test_extra_body_lynx_settings_are_applied(client: openai.OpenAI) -> None:
 
 
 def test_the_lynx_object_says_when_the_risk_level_is_an_estimate(client: openai.OpenAI) -> None:
-    """The shipped card records the conditions it was calibrated in (T 0.6, boxed exits); a
-    request outside them gets guarantee false and the differences named, streaming or not."""
-    warm = ask(client, max_tokens=120, temperature=0.9, seed=3).model_extra["lynx"]
-    assert warm["guarantee"] is False and warm["policy"].startswith("LYNX probe")
-    assert "temperature 0.9 (calibrated at 0.6)" in warm["estimate_because"]
-    assert "exit style conclude (calibrated with boxed)" in warm["estimate_because"]
-    stream = ask(client, max_tokens=120, stream=True)
+    """The shipped card records the conditions it was calibrated in (greedy, conclude exits, the
+    preset's system prompt): a default request keeps the promise; one outside them gets
+    guarantee false and the differences named, streaming or not."""
+    default = ask(client, max_tokens=120).model_extra["lynx"]
+    assert default["guarantee"] is True and not default.get("estimate_because")
+    warm = ask(client, max_tokens=120, temperature=0.9, seed=3, extra_body={"lynx": {"exit_style": "boxed"}})
+    lynx = warm.model_extra["lynx"]
+    assert lynx["guarantee"] is False and lynx["policy"].startswith("LYNX probe")
+    assert "temperature 0.9 (calibrated greedy)" in lynx["estimate_because"]
+    assert "exit style boxed (calibrated with conclude)" in lynx["estimate_because"]
+    stream = ask(client, max_tokens=120, stream=True, temperature=0.9, seed=3)
     finals = [c.model_extra["lynx"] for c in stream if c.model_extra and c.model_extra.get("lynx")]
     assert finals and finals[-1]["guarantee"] is False and finals[-1]["estimate_because"]
 
