@@ -389,7 +389,7 @@ class Generation:
     def _write(self, text: str) -> Step:
         """Append runtime-written text (exit text, closing tag) as generated tokens."""
         tokens = self.b.tokenize(text)
-        if len(self.b.seqs[self.seq]) + len(tokens) > self.b.n_ctx:
+        if not self.b.fits(len(tokens), self.seq):
             raise _ContextFull
         for token in tokens:
             self.ledger.commit(token)

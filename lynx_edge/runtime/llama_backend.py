@@ -569,10 +569,13 @@ class LlamaBackend:
             n += 1
         return n
 
+    def fits(self, n_new: int, seq: int = 0) -> bool:
+        """Whether ``seq`` has room for ``n_new`` more tokens."""
+        return len(self.seqs[seq]) + n_new <= self.n_ctx
+
     def check_room(self, n_new: int, seq: int = 0) -> None:
-        held = len(self.seqs[seq])
-        if held + n_new > self.n_ctx:
-            raise ContextOverflowError(held + n_new, self.n_ctx)
+        if not self.fits(n_new, seq):
+            raise ContextOverflowError(len(self.seqs[seq]) + n_new, self.n_ctx)
 
     def decode(self, tokens: Sequence[int], *, seq: int = 0, capture: bool = False) -> np.ndarray | None:
         """Append ``tokens`` to one sequence; logits are computed for the last one only.
