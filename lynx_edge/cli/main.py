@@ -205,7 +205,9 @@ def models() -> None:
 )
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option(
-    "--api-key", envvar="LYNX_EDGE_API_KEY", help="Require 'Authorization: Bearer KEY' on every route but /health."
+    "--api-key",
+    envvar="LYNX_EDGE_API_KEY",
+    help="Require 'Authorization: Bearer KEY' (or 'x-api-key: KEY') on every route but /health.",
 )
 @click.option(
     "--parallel",
@@ -236,7 +238,13 @@ def serve(
     cors_origin: tuple[str, ...],
     **kwargs: Any,
 ) -> None:
-    """Serve the model over the OpenAI chat-completions API (POST /v1/chat/completions)."""
+    """Serve the model to apps over the APIs they speak.
+
+    \b
+    OpenAI:    POST /v1/chat/completions, POST /v1/responses, GET /v1/models
+    Anthropic: POST /v1/messages, POST /v1/messages/count_tokens
+    Ollama:    POST /api/chat, /api/generate, /api/show; GET /api/tags, /api/ps, /api/version
+    GET /health"""
     from lynx_edge.serve.app import ServerSettings, model_id
     from lynx_edge.serve.app import serve as run_server
 

@@ -196,11 +196,15 @@ class Engine:
             text += f"{self.think_open}\n"
         return text
 
+    def prompt_tokens(self, messages: Messages, *, think: bool = True) -> list[int]:
+        """The tokens a request's prompt takes (what the servers' token counters report)."""
+        return self.backend.prompt_tokens(self.render_prompt(messages, think=think))
+
     def plan(self, messages: Messages, options: GenerationOptions) -> Plan:
         """Check a request against this model and resolve every default (raises ``LynxError``
         subclasses with one-line messages)."""
         _check_messages(messages)
-        prompt = self.backend.prompt_tokens(self.render_prompt(messages, think=options.think))
+        prompt = self.prompt_tokens(messages, think=options.think)
         if len(prompt) + 1 > self.backend.n_ctx:
             raise ContextOverflowError(len(prompt) + 1, self.backend.n_ctx)
         temperature = self.preset.temperature if options.temperature is None else options.temperature
@@ -216,6 +220,7 @@ class Engine:
             options.presence_penalty,
             max(max_tokens, 1),
             tuple(options.logit_bias),
+            options.repeat_penalty,
         )
         for token, _ in options.logit_bias:
             if not 0 <= token < self.backend.info.n_vocab:
@@ -363,6 +368,8 @@ def _extra_sampling(options: GenerationOptions) -> tuple[str, ...]:
         knobs.append(f"frequency_penalty {options.frequency_penalty:g}")
     if options.presence_penalty:
         knobs.append(f"presence_penalty {options.presence_penalty:g}")
+    if options.repeat_penalty != 1.0:
+        knobs.append(f"repeat_penalty {options.repeat_penalty:g}")
     if options.logit_bias:
         knobs.append("logit_bias")
     return tuple(knobs)

@@ -21,6 +21,7 @@ forced exit cost its own tokens and nothing more.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import hashlib
 import json
 import logging
@@ -215,7 +216,8 @@ def gpu_offload() -> bool:
 class SamplingSettings:
     """One request's sampler: logit bias → penalties → top_k → temperature → top_p → dist(seed);
     greedy at T = 0. Penalties follow OpenAI: a token's logit drops by ``frequency_penalty``
-    per earlier occurrence in the completion and by ``presence_penalty`` once it occurred."""
+    per earlier occurrence in the completion and by ``presence_penalty`` once it occurred;
+    ``repeat_penalty`` (llama.cpp's and Ollama's) divides a repeated token's positive logit."""
 
     temperature: float = 0.6
     top_p: float = 0.95
@@ -225,20 +227,12 @@ class SamplingSettings:
     presence_penalty: float = 0.0
     penalty_window: int = 4096  # completion tokens the penalties look back on
     logit_bias: tuple[tuple[int, float], ...] = ()
+    repeat_penalty: float = 1.0
 
     @property
     def greedy(self) -> SamplingSettings:
         """The same settings at temperature 0 (forced answers)."""
-        return SamplingSettings(
-            0.0,
-            self.top_p,
-            self.top_k,
-            self.seed,
-            self.frequency_penalty,
-            self.presence_penalty,
-            self.penalty_window,
-            self.logit_bias,
-        )
+        return dataclasses.replace(self, temperature=0.0)
 
 
 class Sampler:
@@ -253,10 +247,12 @@ class Sampler:
         if s.logit_bias:
             biases = (L.llama_logit_bias * len(s.logit_bias))(*[L.llama_logit_bias(t, b) for t, b in s.logit_bias])
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_logit_bias(n_vocab, len(s.logit_bias), biases))
-        if s.frequency_penalty or s.presence_penalty:
+        if s.frequency_penalty or s.presence_penalty or s.repeat_penalty != 1.0:
             L.llama_sampler_chain_add(
                 chain,
-                L.llama_sampler_init_penalties(n_vocab, s.penalty_window, 1.0, s.frequency_penalty, s.presence_penalty),
+                L.llama_sampler_init_penalties(
+                    n_vocab, s.penalty_window, s.repeat_penalty, s.frequency_penalty, s.presence_penalty
+                ),
             )
         if s.temperature <= 0:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
@@ -448,6 +444,17 @@ class LlamaBackend:
         buf = ctypes.create_string_buffer(size + 1)
         L.llama_model_meta_val_str(self._model, key.encode(), buf, size + 1)
         return buf.value.decode("utf-8", errors="replace")
+
+    def parameter_size(self) -> str:
+        """The weights' parameter count as model hubs write it ("135M", "7.6B")."""
+        n = L.llama_model_n_params(self._model)
+        return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+
+    def quantization(self) -> str:
+        """The weights' type as llama.cpp names it ("Q8_0", "Q4_K - Medium")."""
+        buf = ctypes.create_string_buffer(128)
+        L.llama_model_desc(self._model, buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace").split(" ", 2)[-1]
 
     def _read_info(self, path: Path) -> ModelInfo:
         n_vocab = L.llama_vocab_n_tokens(self._vocab)

@@ -2,7 +2,7 @@
 
 ``GenerationOptions`` is the vocabulary every front end speaks: each field's type, range,
 default and help text live here and nowhere else. The CLI derives its flags from these fields
-(``cli.options``), the server maps its wire fields onto them (``serve.api``), the chat and the
+(``cli.options``), each server door maps its wire fields onto them (``serve.wire``), the chat and the
 Python API build them directly — and whoever builds one is the edge where it is checked, once:
 an out-of-range value is a ``SettingError`` that names the field (``.field``), so the CLI can
 point at its flag and the server at its parameter. ``Engine.plan`` adds only the checks that
@@ -98,6 +98,9 @@ class GenerationOptions(BaseModel):
     )
     frequency_penalty: float = _field("Penalise tokens by how often they appeared.", 0.0, ge=-2, le=2)
     presence_penalty: float = _field("Penalise tokens that appeared at all.", 0.0, ge=-2, le=2)
+    repeat_penalty: float = _field(
+        "Divide a repeated token's logit by this (llama.cpp's and Ollama's penalty; 1: off).", 1.0, gt=0, le=2
+    )
     logit_bias: tuple[tuple[int, Annotated[float, Field(ge=-100, le=100)]], ...] = _field(
         "TOKEN=BIAS pairs added to those tokens' logits (bias in [-100, 100]).", ()
     )
@@ -118,7 +121,9 @@ class GenerationOptions(BaseModel):
             return tuple(tuple(pair) if isinstance(pair, (list, tuple)) else pair for pair in value)
         return value
 
-    @field_validator("temperature", "top_p", "trial_level", "alpha", "frequency_penalty", "presence_penalty")
+    @field_validator(
+        "temperature", "top_p", "trial_level", "alpha", "frequency_penalty", "presence_penalty", "repeat_penalty"
+    )
     @classmethod
     def _finite(cls, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):

@@ -1,14 +1,23 @@
-"""``lynx-edge serve``: an OpenAI-compatible chat-completions server on Starlette + uvicorn.
+"""``lynx-edge serve``: one engine behind the doors apps knock on, on Starlette + uvicorn.
 
-HTTP only: the wire format is in ``api.py``, the batching in ``batcher.py``.
+Routes: OpenAI ``/v1/chat/completions``, ``/v1/responses`` and ``/v1/models``; Anthropic
+``/v1/messages`` and ``/v1/messages/count_tokens``; Ollama ``/api/chat``, ``/api/generate``,
+``/api/tags``, ``/api/show``, ``/api/ps`` and ``/api/version``; ``/health``. Each door's module
+parses its body into one ``Ask`` and writes the events back in its API's shapes
+(``serve.wire.Writer``); the queue, the generation, stop strings and disconnects below are
+the same for all of them. HTTP only here: the batching is in ``batcher.py``.
 
 * Bodies must be ``application/json`` (anything else is 415: a web page can POST text/plain
-  to a local server without a preflight, and must not start a generation that way).
+  to a local server without a preflight, and must not start a generation that way). The
+  Ollama routes also take a form-typed body from a client that sends no ``Origin`` (``curl
+  -d``, as Ollama's own docs do): browsers always send one.
 * Browsers: ``--cors-origin`` names the web origins that may call the API; preflights are
   answered for those only (none by default).
 * ``--api-key``: every route but ``/health`` needs ``Authorization: Bearer KEY`` (scheme in any
-  case, compared in constant time). ``/health`` answers ``{"status": "ok"}`` to anyone (for
-  process monitors); the model name and queue length only with the key.
+  case) or ``x-api-key: KEY`` (Anthropic's clients), compared in constant time. ``/health``
+  answers ``{"status": "ok"}`` to anyone (for process monitors); the model name and queue
+  length only with the key.
+* Errors come in the shape of the door they came through (OpenAI's, Anthropic's, Ollama's).
 * A client that disconnects, streaming or not, stops its generation within one token (the
   connection is polled while waiting); a queued request whose client left never starts.
 """
@@ -20,7 +29,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,11 +42,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from lynx_edge.errors import ContextOverflowError, SettingError
-from lynx_edge.events import AnswerDelta, Done, Reply, ThinkingDelta
 from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.options import GenerationOptions
-from lynx_edge.serve.api import ApiError, ChatRequest, Completion, StopFilter, finish_reason, lynx_stats, parse_request
+from lynx_edge.serve import anthropic_messages, ollama, openai_chat, openai_responses
 from lynx_edge.serve.batcher import END, Batcher, Busy, Job
+from lynx_edge.serve.wire import ApiError, Ask, Collected, Served, Writer
 
 log = logging.getLogger("lynx_edge.serve")
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -54,6 +63,25 @@ class ServerSettings:
     defaults: GenerationOptions = field(default_factory=GenerationOptions)  # for requests that name none (--alpha)
 
 
+# what a door makes of a body: the ask, and the writer of its reply
+Start = Callable[[Any, GenerationOptions, Served], tuple[Ask, Writer]]
+# a door's error shape: (status, body)
+Shape = Callable[[ApiError], tuple[int, dict[str, Any]]]
+
+
+def _openai_shape(error: ApiError) -> tuple[int, dict[str, Any]]:
+    return error.status, openai_chat.error_body(error)
+
+
+def shape_for(path: str) -> Shape:
+    """The error shape of the door at ``path``."""
+    if path.startswith("/api/"):
+        return ollama.error_shape
+    if path.startswith("/v1/messages"):
+        return anthropic_messages.error_shape
+    return _openai_shape
+
+
 def _api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
@@ -65,19 +93,18 @@ def _api_error(exc: BaseException) -> ApiError:
     return ApiError(500, "generation failed (see the server log)", kind="server_error", code="internal_error")
 
 
-def _error_response(error: ApiError) -> JSONResponse:
+def _error_response(error: ApiError, shape: Shape) -> JSONResponse:
+    status, body = shape(error)
     headers = {"Retry-After": "1"} if error.status == 503 else None
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _sse(data: dict[str, Any]) -> str:
-    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-
-def key_matches(header: str, api_key: str) -> bool:
-    """``Bearer KEY`` with the scheme in any case, compared in constant time."""
-    scheme, _, token = header.partition(" ")
-    return scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), api_key.encode())
+def key_matches(headers: dict[str, str], api_key: str) -> bool:
+    """``Authorization: Bearer KEY`` (scheme in any case) or ``x-api-key: KEY``, compared in
+    constant time."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    bearer = scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), api_key.encode())
+    return bearer or secrets.compare_digest(headers.get("x-api-key", "").strip().encode(), api_key.encode())
 
 
 class GateMiddleware:
@@ -90,20 +117,17 @@ class GateMiddleware:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            headers = {k.lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            path = scope["path"]
             error = None
-            if (
-                self.api_key
-                and scope["path"] != "/health"
-                and not key_matches(headers.get(b"authorization", ""), self.api_key)
-            ):
+            if self.api_key and path != "/health" and not key_matches(headers, self.api_key):
                 error = ApiError(
-                    401, "missing or wrong API key: send Authorization: Bearer <key>", code="invalid_api_key"
+                    401,
+                    "missing or wrong API key: send Authorization: Bearer <key> (or x-api-key: <key>)",
+                    code="invalid_api_key",
+                    kind="authentication_error",
                 )
-            elif (
-                scope["method"] == "POST"
-                and headers.get(b"content-type", "").split(";")[0].strip().lower() != "application/json"
-            ):
+            elif scope["method"] == "POST" and not _json_body(path, headers):
                 error = ApiError(
                     415,
                     "the body must be sent as Content-Type: application/json",
@@ -111,9 +135,17 @@ class GateMiddleware:
                     code="unsupported_media_type",
                 )
             if error:
-                await _error_response(error)(scope, receive, send)
+                await _error_response(error, shape_for(path))(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _json_body(path: str, headers: dict[str, str]) -> bool:
+    kind = headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        return True
+    form = kind in ("", "application/x-www-form-urlencoded")
+    return path.startswith("/api/") and form and "origin" not in headers
 
 
 def model_id(engine: Engine) -> str:
@@ -126,11 +158,13 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> Starle
     settings = settings or ServerSettings()
     batcher = Batcher(engine, settings.max_queue)
     served = model_id(engine)
+    names = (None, "default", served, f"{served}:latest")
+    model = Served(served, engine.backend.n_ctx)
 
     async def health(request: Request) -> JSONResponse:
         body: dict[str, Any] = {"status": "ok"}
         key = settings.api_key
-        if not key or key_matches(request.headers.get("authorization", ""), key):
+        if not key or key_matches({k.lower(): v for k, v in request.headers.items()}, key):
             body.update(model=served, running=batcher.running, queued=batcher.pending - batcher.running)
         return JSONResponse(body)
 
@@ -139,41 +173,77 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> Starle
             {"object": "list", "data": [{"id": served, "object": "model", "created": 0, "owned_by": "lynx-edge"}]}
         )
 
-    async def chat(request: Request) -> Response:
+    async def generate(request: Request, start: Start, shape: Shape, body: Any = None) -> Response:
         try:
-            body = await _read_json(request)
-            chat_request = parse_request(body)
-            if chat_request.model not in (None, served, "default"):
+            if body is None:
+                body = await _read_json(request)
+            ask, writer = start(body, settings.defaults, model)
+            if ask.model not in names:
                 raise ApiError(
                     404,
-                    f"model {chat_request.model!r} is not served here: use {served!r} (GET /v1/models)",
+                    f"model {ask.model!r} is not served here: use {served!r}",
                     param="model",
                     code="model_not_found",
+                    kind="not_found_error",
                 )
-            job = Job(chat_request.chat(), chat_request.options(settings.defaults), asyncio.get_running_loop())
+            job = Job(ask.messages, ask.options, asyncio.get_running_loop())
             batcher.submit(job)
         except ApiError as exc:
-            return _error_response(exc)
+            return _error_response(exc, shape)
         except SettingError as exc:
-            return _error_response(ApiError(400, str(exc), code="invalid_value"))
+            return _error_response(ApiError(400, str(exc), code="invalid_value"), shape)
         except Busy as exc:
-            return _error_response(ApiError(503, str(exc), code="server_busy", kind="server_error"))
+            return _error_response(ApiError(503, str(exc), code="server_busy", kind="overloaded_error"), shape)
         first = await _next(request, job)
         if first is END:
             return Response(status_code=499)  # the client left while queued
         if isinstance(first, BaseException):
             await job.queue.get()  # the end marker
-            return _error_response(_api_error(first))
-        completion = Completion(
-            served, logprobs=chat_request.logprobs, show_reasoning=not chat_request.thinking_asked().exclude
-        )
-        if chat_request.stream:
+            return _error_response(_api_error(first), shape)
+        if ask.stream:
             return StreamingResponse(
-                _stream(job, chat_request, first, completion),
-                media_type="text/event-stream",
+                _stream(job, ask, first, writer),
+                media_type=writer.media_type,
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        return await _complete(request, job, chat_request, first, completion)
+        got = await _collect(request, job, ask, first)
+        if got.error is not None or got.reply.result is None:
+            return _error_response(_api_error(got.error or RuntimeError("generation ended without a result")), shape)
+        return JSONResponse(writer.response(got))
+
+    def door(start: Start, shape: Shape) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            return await generate(request, start, shape)
+
+        return endpoint
+
+    async def ollama_generation(request: Request) -> Response:
+        """Ollama's chat and generate: an empty prompt only loads the model, as Ollama's does."""
+        try:
+            body = await _read_json(request)
+        except ApiError as exc:
+            return _error_response(exc, ollama.error_shape)
+        route = ollama.ROUTES[request.url.path]
+        if ollama.only_loads(body, route):
+            return JSONResponse(ollama.loaded(body, route))
+        return await generate(request, route.start, ollama.error_shape, body)
+
+    async def ollama_show(request: Request) -> Response:
+        try:
+            name = ollama.shown_model(await _read_json(request))
+            if name not in names:
+                raise ApiError(404, f"model '{name}' not found: use {served!r}", param="model")
+        except ApiError as exc:
+            return _error_response(exc, ollama.error_shape)
+        return JSONResponse(ollama.show(engine))
+
+    async def count_tokens(request: Request) -> Response:
+        try:
+            messages, think = anthropic_messages.counted(await _read_json(request))
+            length = await asyncio.to_thread(engine.prompt_tokens, messages, think=think)
+        except ApiError as exc:
+            return _error_response(exc, anthropic_messages.error_shape)
+        return JSONResponse({"input_tokens": len(length)})
 
     middleware = [Middleware(GateMiddleware, api_key=settings.api_key)]
     if settings.cors_origins:
@@ -183,14 +253,23 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> Starle
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST"],
-                allow_headers=["Authorization", "Content-Type"],
+                allow_headers=["Authorization", "Content-Type", "x-api-key", "anthropic-version"],
             ),
         )
     app = Starlette(
         routes=[
             Route("/health", health),
             Route("/v1/models", models),
-            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/chat/completions", door(openai_chat.start, _openai_shape), methods=["POST"]),
+            Route("/v1/responses", door(openai_responses.start, _openai_shape), methods=["POST"]),
+            Route("/v1/messages", door(anthropic_messages.start, anthropic_messages.error_shape), methods=["POST"]),
+            Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+            Route("/api/version", lambda _: JSONResponse({"version": ollama.VERSION})),
+            Route("/api/tags", lambda _: JSONResponse({"models": [ollama.listed(engine, served)]})),
+            Route("/api/ps", lambda _: JSONResponse({"models": [ollama.running(engine, served)]})),
+            Route("/api/show", ollama_show, methods=["POST"]),
+            Route("/api/chat", ollama_generation, methods=["POST"]),
+            Route("/api/generate", ollama_generation, methods=["POST"]),
         ],
         middleware=middleware,
         lifespan=_lifespan(batcher),
@@ -243,73 +322,41 @@ async def _next(request: Request, job: Job) -> Any:
             return item
 
 
-class _Collected:
-    """A job's reply, with the answer cut at stop strings."""
-
-    def __init__(self, stops: list[str]) -> None:
-        self.reply = Reply()
-        self.stop = StopFilter(stops)
-        self.answer = ""
-        self.error: BaseException | None = None
-
-    def take(self, item: Any) -> tuple[str, str, list, list]:
-        """(thinking, answer text, answer logprobs, reasoning logprobs) this item adds."""
-        if isinstance(item, BaseException):
-            self.error = item
-            return "", "", [], []
-        self.reply.fold(item)
-        if isinstance(item, ThinkingDelta):
-            return item.text, "", [], list(item.logprobs)
-        if isinstance(item, AnswerDelta):
-            text = self.stop.feed(item.text)
-            self.answer += text
-            return "", text, list(item.logprobs) if text else [], []
-        if isinstance(item, Done):
-            tail = self.stop.flush()
-            self.answer += tail
-            return "", tail, [], []
-        return "", "", [], []
-
-
-async def _stream(job: Job, request: ChatRequest, first: Any, completion: Completion) -> AsyncIterator[str]:
-    got = _Collected(request.stops)
+async def _stream(job: Job, ask: Ask, first: Any, writer: Writer) -> AsyncIterator[str]:
+    got = Collected(ask.stops)
     try:
-        yield _sse(completion.chunk({"role": "assistant", "content": ""}))
+        for frame in writer.opening():
+            yield frame
         item = first
         while item is not END:
-            thinking, answer, answer_lp, thinking_lp = got.take(item)
-            if thinking and completion.show_reasoning:
-                yield _sse(
-                    completion.chunk({"reasoning_content": thinking, "reasoning": thinking}, reasoning_lp=thinking_lp)
-                )
-            if answer:
-                yield _sse(completion.chunk({"content": answer}, answer_lp=answer_lp))
+            piece = got.take(item)
+            frames = writer.thinking(piece) if piece.thinking and ask.show_thinking else []
+            if piece.answer:
+                frames += writer.answer(piece)
+            for frame in frames:
+                yield frame
             if got.stop.stopped:
                 job.cancel()
             item = await job.queue.get()
         if got.error is not None or got.reply.result is None:
-            yield _sse(_api_error(got.error or RuntimeError("generation ended without a result")).body())
+            frames = writer.failed(_api_error(got.error or RuntimeError("generation ended without a result")))
         else:
-            result = got.reply.result
-            yield _sse(completion.chunk({}, finish_reason(result, got.stop.stopped), lynx=lynx_stats(got.reply)))
-            if request.include_usage:
-                yield _sse(completion.usage_chunk(result))
-        yield "data: [DONE]\n\n"
+            frames = writer.closing(got)
+        for frame in frames:
+            yield frame
     finally:
         job.cancel()  # the client went away (or we are done): free the slot at once
 
 
-async def _complete(http: Request, job: Job, request: ChatRequest, first: Any, completion: Completion) -> Response:
-    got = _Collected(request.stops)
+async def _collect(http: Request, job: Job, ask: Ask, first: Any) -> Collected:
+    got = Collected(ask.stops)
     item = first
     while item is not END:
         got.take(item)
         if got.stop.stopped:
             job.cancel()
         item = await _next(http, job)
-    if got.error is not None or got.reply.result is None:
-        return _error_response(_api_error(got.error or RuntimeError("generation ended without a result")))
-    return JSONResponse(completion.response(got.reply, got.answer, got.stop.stopped))
+    return got
 
 
 def serve(engine: Engine, settings: ServerSettings) -> None:

@@ -8,7 +8,8 @@ import pytest
 
 from lynx_edge.runtime.engine import answer_reserve
 from lynx_edge.runtime.options import GenerationOptions
-from lynx_edge.serve.api import UNSUPPORTED, ApiError, ChatRequest, StopFilter, parse_request
+from lynx_edge.serve.openai_chat import UNSUPPORTED, ChatRequest, parse_request
+from lynx_edge.serve.wire import ApiError, StopFilter
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -164,7 +165,7 @@ def test_bad_requests_name_the_field(body: object, param: str) -> None:
     with pytest.raises(ApiError) as info:
         parse_request(body).options()
     assert info.value.status == 400 and info.value.param == param, info.value.message
-    assert info.value.body()["error"]["type"] == "invalid_request_error"
+    assert info.value.kind == "invalid_request_error"
 
 
 def test_unknown_fields_are_accepted_and_ignored() -> None:

@@ -1,61 +1,22 @@
-"""`lynx-edge serve` against a live server on loopback, on the embedded reasoner, driven by the
-official openai client (and raw HTTP for the bad requests, browsers and disconnects)."""
+"""`lynx-edge serve`'s chat-completions door against a live server on loopback, on the embedded
+reasoner, driven by the official openai client (and raw HTTP for the bad requests, browsers and
+disconnects)."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
 import logging
-import socket
-import threading
 import time
-from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
-import uvicorn
+from live import KEY, ORIGIN, QUESTION, SCHEMA
 
 from lynx_edge.runtime.boundaries import CutWindow
 from lynx_edge.runtime.engine import Engine
-from lynx_edge.serve.app import ServerSettings, create_app
-
-KEY = "sekret"
-ORIGIN = "http://localhost:5173"
-QUESTION = "Elena buys 8 cards for 23 dollars each and pays with 200 dollars. How much change does Elena get?"
-SCHEMA = {
-    "type": "object",
-    "properties": {"answer": {"type": "integer"}},
-    "required": ["answer"],
-    "additionalProperties": False,
-}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[dict]:
-    engine = Engine(n_ctx=2048, parallel=3)
-    app = create_app(engine, ServerSettings(api_key=KEY, max_queue=4, cors_origins=(ORIGIN,)))
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", log_config=None))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(f"{base}/health").status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    yield {"base": base, "app": app, "engine": engine}
-    srv.should_exit = True
-    thread.join(timeout=10)
-    engine.close()
+from lynx_edge.serve.app import create_app
 
 
 @pytest.fixture

@@ -9,22 +9,31 @@ value is a 400 naming the request's own parameter. Responses are built only from
 
 from __future__ import annotations
 
-import logging
+import json
 import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from lynx_edge.errors import SettingError
-from lynx_edge.events import GenerationResult, Reply, TokenLogprob
+from lynx_edge.events import GenerationResult, TokenLogprob
 from lynx_edge.runtime.options import GenerationOptions
+from lynx_edge.serve.wire import (
+    ApiError,
+    Ask,
+    Collected,
+    Effort,
+    LynxOptions,
+    Number,
+    Piece,
+    Served,
+    ThinkingAsked,
+    generation_options,
+    lynx_stats,
+    refuse_present,
+    validate,
+)
 
-log = logging.getLogger("lynx_edge.serve")
-
-# less effort = more risk = earlier exits; "none" skips the thinking, "max" thinks to the end
-Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
-EFFORT_ALPHA = {"minimal": 0.3, "low": 0.2, "medium": 0.1, "high": 0.05, "xhigh": 0.02}
 MAX_STOP = 4
 UNSUPPORTED = (
     "tools",
@@ -37,33 +46,17 @@ UNSUPPORTED = (
     "prediction",
     "web_search_options",
 )
-IGNORED = ("user", "metadata", "store", "service_tier")
 
 
-class ApiError(Exception):
-    """An error the client caused or must handle, with its HTTP status and OpenAI fields."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        kind: str = "invalid_request_error",
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
-        self.kind = kind
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+def error_body(error: ApiError) -> dict[str, Any]:
+    """OpenAI's error shape (the Responses door uses it too)."""
+    return {"error": {"message": error.message, "type": error.kind, "param": error.param, "code": error.code}}
 
 
-Number = StrictFloat | StrictInt
+def sse(data: dict[str, Any], event: str | None = None) -> str:
+    """One server-sent event (``event:`` named for the APIs that name theirs)."""
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
 class TextPart(BaseModel):
@@ -98,19 +91,6 @@ class StreamOptions(BaseModel):
     include_usage: StrictBool = False
 
 
-class LynxOptions(BaseModel):
-    """lynx-edge's own request fields (``extra_body={"lynx": {...}}`` in the openai client)."""
-
-    model_config = ConfigDict(extra="forbid")
-    enabled: StrictBool = True
-    alpha: Number | None = None
-    exit: StrictStr | None = None
-    measure_savings: StrictBool = False
-    answer_reserve: StrictInt | None = None
-    loop_guard: StrictBool | None = None
-    exit_style: StrictStr | None = None
-
-
 class Reasoning(BaseModel):
     """OpenRouter's ``reasoning`` object."""
 
@@ -134,16 +114,6 @@ class TemplateKwargs(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     enable_thinking: StrictBool | None = None
-
-
-class ThinkingAsked(BaseModel):
-    """What a request's thinking dialects ask for, merged: whether to think, a budget, an
-    effort, whether to show the reasoning. Each dialect is read here and nowhere else."""
-
-    think: bool = True
-    budget: int | None = None
-    effort: Effort | None = None
-    exclude: bool = False
 
 
 class ChatRequest(BaseModel):
@@ -224,11 +194,7 @@ class ChatRequest(BaseModel):
     def options(self, defaults: GenerationOptions | None = None) -> GenerationOptions:
         """The request in the engine's terms, over the server's ``defaults`` (its --alpha and
         --mode); each value's range is checked here, by the options' schema."""
-        defaults = defaults or GenerationOptions()
-        lynx = self.lynx or LynxOptions()
         asked = self.thinking_asked()
-        alpha = lynx.alpha if lynx.alpha is not None else EFFORT_ALPHA.get(asked.effort or "", defaults.alpha)
-        exit_policy = "none" if not lynx.enabled or asked.effort == "max" else (lynx.exit or defaults.exit)
         json_schema = None
         if self.wants_json:
             spec = self.response_format.json_schema
@@ -242,60 +208,33 @@ class ChatRequest(BaseModel):
                 param="logit_bias",
                 code="invalid_value",
             ) from None
-        try:
-            return defaults.but(
-                max_tokens=self.max_tokens if self.max_completion_tokens is None else self.max_completion_tokens,
-                temperature=self.temperature,
-                top_p=self.top_p,
-                seed=self.seed,
-                exit=exit_policy,
-                alpha=None if alpha is None or exit_policy == "none" else alpha,
-                measure_savings=lynx.measure_savings,
-                think=asked.think,
-                thinking_budget=asked.budget if asked.think and asked.budget is not None else defaults.thinking_budget,
-                loop_guard=defaults.loop_guard if lynx.loop_guard is None else lynx.loop_guard,
-                exit_style=lynx.exit_style or defaults.exit_style,
-                json_schema=json_schema,
-                answer_reserve=defaults.answer_reserve if lynx.answer_reserve is None else lynx.answer_reserve,
-                logprobs=self.logprobs,
-                top_logprobs=self.top_logprobs or 0,
-                frequency_penalty=self.frequency_penalty,
-                presence_penalty=self.presence_penalty,
-                logit_bias=bias,
-            )
-        except SettingError as exc:
-            raise ApiError(400, str(exc), param=self._wire_name(exc.field), code="invalid_value") from None
-
-    def _wire_name(self, field: str | None) -> str | None:
-        """The request parameter that carried option ``field``."""
-        if field in ("alpha", "exit", "answer_reserve", "measure_savings", "loop_guard", "exit_style"):
-            return f"lynx.{field}"
-        if field == "max_tokens":
-            return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
-        if field == "json_schema":
-            return "response_format"
-        return field
+        wire = {
+            "max_tokens": "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens",
+            "json_schema": "response_format",
+        }
+        return generation_options(
+            defaults or GenerationOptions(),
+            asked,
+            self.lynx,
+            wire,
+            max_tokens=self.max_tokens if self.max_completion_tokens is None else self.max_completion_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            json_schema=json_schema,
+            logprobs=self.logprobs,
+            top_logprobs=self.top_logprobs or 0,
+            frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty,
+            logit_bias=bias,
+        )
 
 
 def parse_request(body: Any) -> ChatRequest:
     """Validate a chat-completions body; raises ``ApiError`` (400) naming the bad field."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object", param="body", code="invalid_type")
-    for name in UNSUPPORTED:
-        if body.get(name) not in (None, [], {}, False):
-            raise ApiError(
-                400,
-                f"'{name}' is not supported by lynx-edge: send the request without it",
-                param=name,
-                code="unsupported_parameter",
-            )
-    try:
-        request = ChatRequest.model_validate(body)
-    except ValidationError as exc:
-        raise _as_api_error(exc) from None
-    extra = sorted(set(request.model_extra or {}) - set(IGNORED))
-    if extra:
-        log.debug("ignoring unknown request fields: %s", ", ".join(extra))
+    if isinstance(body, dict):
+        refuse_present(body, UNSUPPORTED)
+    request = validate(ChatRequest, body)
     if request.messages[-1].role == "assistant":
         raise ApiError(
             400, "the last message must come from the user (or system)", param="messages", code="invalid_value"
@@ -303,52 +242,18 @@ def parse_request(body: Any) -> ChatRequest:
     return request
 
 
-def _as_api_error(exc: ValidationError) -> ApiError:
-    """The first problem pydantic found, as an OpenAI 400 naming the field."""
-    error = exc.errors()[0]
-    wrappers = ("function-", "list[", "constrained-", "json-or", "literal[", "union[")
-    types = {"str", "float", "int", "bool", "TextPart", "list", "dict"}
-    param = ""
-    for part in error["loc"]:
-        if isinstance(part, int):
-            param += f"[{part}]"
-        elif not str(part).startswith(wrappers) and part not in types:
-            param += f".{part}" if param else str(part)
-    kind = error["type"]
-    code = (
-        "invalid_type"
-        if kind.endswith("_type") or kind in ("model_type", "dict_type", "list_type", "string_type")
-        else "invalid_value"
+def start(body: Any, defaults: GenerationOptions, served: Served) -> tuple[Ask, Completion]:
+    """A chat-completions body as an ``Ask``, and the writer of its reply."""
+    request = parse_request(body)
+    ask = Ask(
+        messages=request.chat(),
+        options=request.options(defaults),
+        stops=request.stops,
+        stream=request.stream,
+        model=request.model,
+        show_thinking=not request.thinking_asked().exclude,
     )
-    return ApiError(400, f"'{param or 'body'}': {error['msg']}", param=param or "body", code=code)
-
-
-class StopFilter:
-    """Cuts streamed answer text at the first stop string, never letting part of one out."""
-
-    def __init__(self, stops: list[str]) -> None:
-        self.stops = stops
-        self.held = ""
-        self.stopped = False
-
-    def feed(self, text: str) -> str:
-        """Text that is safe to send now (empty once stopped)."""
-        if self.stopped:
-            return ""
-        self.held += text
-        hits = [i for i in (self.held.find(s) for s in self.stops) if i >= 0]
-        if hits:
-            self.stopped = True
-            out, self.held = self.held[: min(hits)], ""
-            return out
-        keep = max((n for s in self.stops for n in range(1, len(s)) if self.held.endswith(s[:n])), default=0)
-        out = self.held[: len(self.held) - keep]
-        self.held = self.held[len(out) :]
-        return out
-
-    def flush(self) -> str:
-        out, self.held = ("" if self.stopped else self.held), ""
-        return out
+    return ask, Completion(served.name, request, ask)
 
 
 def usage(result: GenerationResult) -> dict[str, Any]:
@@ -360,37 +265,6 @@ def usage(result: GenerationResult) -> dict[str, Any]:
         "prompt_tokens_details": {"cached_tokens": t.cached},
         "completion_tokens_details": {"reasoning_tokens": t.thinking},
     }
-
-
-def lynx_stats(reply: Reply) -> dict[str, Any]:
-    """The ``lynx`` object on the final chunk / response: which policy ran, and what it did."""
-    result = reply.result
-    exit_ = result.exit
-    last = [c.threshold for c in result.cues if c.threshold is not None]
-    return {
-        "exited": result.exited,
-        "exit_policy": exit_.policy if exit_ else None,
-        "exit_cue": exit_.cue if exit_ else None,
-        "exit_score": exit_.score if exit_ else None,
-        "threshold": exit_.threshold if exit_ else (last[-1] if last else None),
-        "policy": result.policy,
-        "guarantee": result.guarantee,
-        "estimate_because": list(result.estimate_because),
-        "alpha": result.alpha,
-        "mode": result.mode,
-        "probe": result.probe,
-        "probe_calls": result.probe_calls,
-        "trial_tokens": result.tokens.trial,
-        "loops": list(result.loops),
-        "tokens_saved": reply.savings.tokens_saved if reply.savings else None,
-        "saving_is_lower_bound": reply.savings.capped if reply.savings else None,
-    }
-
-
-def finish_reason(result: GenerationResult, stopped: bool) -> str:
-    if stopped:
-        return "stop"
-    return "length" if result.finish_reason == "length" else "stop"
 
 
 def logprob_entries(items: list[TokenLogprob]) -> list[dict[str, Any]]:
@@ -407,14 +281,18 @@ def logprob_entries(items: list[TokenLogprob]) -> list[dict[str, Any]]:
 
 
 class Completion:
-    """Ids and shapes shared by the chunks and the response of one completion."""
+    """The chat door's writer: ids and shapes shared by the chunks and the response of one
+    completion."""
 
-    def __init__(self, model: str, *, logprobs: bool = False, show_reasoning: bool = True) -> None:
+    media_type = "text/event-stream"
+
+    def __init__(self, model: str, request: ChatRequest, ask: Ask) -> None:
         self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
         self.model = model
-        self.logprobs = logprobs
-        self.show_reasoning = show_reasoning  # False: reasoning.exclude (the thinking still runs)
+        self.logprobs = request.logprobs
+        self.include_usage = request.include_usage
+        self.show_reasoning = ask.show_thinking  # False: reasoning.exclude (the thinking still runs)
 
     def _logprobs(self, answer: list[TokenLogprob], reasoning: list[TokenLogprob]) -> dict[str, Any] | None:
         if not self.logprobs:
@@ -441,24 +319,45 @@ class Completion:
             **extra,
         }
 
-    def usage_chunk(self, result: GenerationResult) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [],
-            "usage": usage(result),
-        }
+    def opening(self) -> list[str]:
+        return [sse(self.chunk({"role": "assistant", "content": ""}))]
 
-    def response(self, reply: Reply, answer: str, stopped: bool) -> dict[str, Any]:
-        message = {"role": "assistant", "content": answer}
+    def thinking(self, piece: Piece) -> list[str]:
+        delta = {"reasoning_content": piece.thinking, "reasoning": piece.thinking}
+        return [sse(self.chunk(delta, reasoning_lp=list(piece.thinking_logprobs)))]
+
+    def answer(self, piece: Piece) -> list[str]:
+        return [sse(self.chunk({"content": piece.answer}, answer_lp=list(piece.answer_logprobs)))]
+
+    def closing(self, got: Collected) -> list[str]:
+        frames = [sse(self.chunk({}, finish_reason(got), lynx=lynx_stats(got.reply)))]
+        if self.include_usage:
+            frames.append(
+                sse(
+                    {
+                        "id": self.id,
+                        "object": "chat.completion.chunk",
+                        "created": self.created,
+                        "model": self.model,
+                        "choices": [],
+                        "usage": usage(got.reply.result),
+                    }
+                )
+            )
+        return [*frames, "data: [DONE]\n\n"]
+
+    def failed(self, error: ApiError) -> list[str]:
+        return [sse(error_body(error)), "data: [DONE]\n\n"]
+
+    def response(self, got: Collected) -> dict[str, Any]:
+        reply = got.reply
+        message = {"role": "assistant", "content": got.answer}
         if self.show_reasoning:
             message.update(reasoning_content=reply.thinking, reasoning=reply.thinking)
         choice = {
             "index": 0,
             "message": message,
-            "finish_reason": finish_reason(reply.result, stopped),
+            "finish_reason": finish_reason(got),
             "logprobs": self._logprobs(reply.answer_logprobs, reply.thinking_logprobs),
         }
         return {
@@ -470,3 +369,7 @@ class Completion:
             "usage": usage(reply.result),
             "lynx": lynx_stats(reply),
         }
+
+
+def finish_reason(got: Collected) -> str:
+    return "length" if got.length_cut else "stop"
