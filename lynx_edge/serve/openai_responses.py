@@ -18,12 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from lynx_edge.events import GenerationResult, TokenLogprob
 from lynx_edge.runtime.options import GenerationOptions
-from lynx_edge.serve.openai_chat import sse
+from lynx_edge.serve.openai_chat import Reasoning, sse  # the same reasoning object
 from lynx_edge.serve.wire import (
     ApiError,
     Ask,
     Collected,
-    Effort,
     LynxOptions,
     Number,
     Piece,
@@ -67,12 +66,6 @@ class Format(BaseModel):
 class Text(BaseModel):
     model_config = ConfigDict(extra="ignore")
     format: Format | None = None
-
-
-class Reasoning(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    effort: Effort | None = None
-    summary: StrictStr | None = None
 
 
 class ResponsesRequest(BaseModel):
