@@ -1,0 +1,170 @@
+"""Tool calls in an answer: the formats model families write them in, which one a chat template
+speaks, and reading a finished answer back into calls.
+
+Each family wraps a call its own way — Hermes/Qwen ``<tool_call>{"name", "arguments"}</tool_call>``,
+DeepSeek-R1's tool-call tokens with the arguments in a fenced JSON block, Llama-3.x a bare JSON
+object with ``parameters`` (after ``<|python_tag|>`` when the template has it), Mistral
+``[TOOL_CALLS]`` and a JSON list. ``format_for`` picks the family from the template's own text;
+a template that knows no tools gets the generic form, which is the Hermes one (small models
+imitate it best), described to the model in a system message. ``ToolFormat.framing`` gives the
+literal text around one call's arguments, which is what a forced call's grammar is built from.
+Pure Python: no model here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+DEEPSEEK_CALLS = ("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>")
+DEEPSEEK_CALL = ("<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "<｜tool▁call▁end｜>")
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One call the model made: the function's name and its arguments (a JSON object)."""
+
+    name: str
+    arguments: dict[str, Any]
+    id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
+
+
+@dataclass(frozen=True)
+class ToolFormat:
+    """How one model family writes its calls."""
+
+    name: str
+    opener: str  # the text that starts the calls in an answer
+    arguments_key: str = "arguments"
+
+    def opens_at(self, text: str) -> int:
+        """Where the calls start in ``text`` (-1: no call). A bare-JSON family's call is an
+        object that starts the answer (after white space)."""
+        if self.opener:
+            return text.find(self.opener)
+        stripped = text.lstrip()
+        return len(text) - len(stripped) if stripped.startswith('{"') else -1
+
+    def parse(self, text: str) -> tuple[str, list[ToolCall]]:
+        """The answer's text before its calls, and the calls (none when the answer has none or
+        they do not parse: then the whole text is the answer)."""
+        at = self.opens_at(text)
+        if at < 0:
+            return text, []
+        calls = _PARSERS[self.name](text[at:], self)
+        return (text[:at], calls) if calls else (text, [])
+
+    def framing(self, name: str) -> tuple[str, str]:
+        """The literal text before and after the arguments of one call to ``name``."""
+        if self.name == "deepseek-r1":
+            before = f"{DEEPSEEK_CALLS[0]}{DEEPSEEK_CALL[0]}function{DEEPSEEK_CALL[1]}{name}\n```json\n"
+            return before, f"\n```{DEEPSEEK_CALL[2]}{DEEPSEEK_CALLS[1]}"
+        head = f'{{"name": {json.dumps(name)}, "{self.arguments_key}": '
+        if self.name == "mistral":
+            return f"{self.opener}[{head}", "}]"
+        if self.name == "llama3-json":
+            return f"{self.opener}{head}", "}"
+        return f"{self.opener}\n{head}", "}\n</tool_call>"
+
+
+HERMES = ToolFormat("hermes", "<tool_call>")
+GENERIC = ToolFormat("generic", "<tool_call>")
+DEEPSEEK = ToolFormat("deepseek-r1", DEEPSEEK_CALLS[0])
+MISTRAL = ToolFormat("mistral", "[TOOL_CALLS]")
+LLAMA3 = ToolFormat("llama3-json", "", "parameters")
+LLAMA3_TAGGED = ToolFormat("llama3-json", "<|python_tag|>", "parameters")
+FORMATS = (HERMES, DEEPSEEK, MISTRAL, LLAMA3, GENERIC)
+
+
+def format_for(template: str | None) -> ToolFormat:
+    """The call format a chat template speaks (the generic one when it knows no tools)."""
+    text = template or ""
+    if "tool▁calls▁begin" in text:
+        return DEEPSEEK
+    if "<tool_call>" in text:
+        return HERMES
+    if "[TOOL_CALLS]" in text:
+        return MISTRAL
+    if "<|start_header_id|>" in text and "tools" in text:
+        return LLAMA3_TAGGED if "<|python_tag|>" in text else LLAMA3
+    return GENERIC
+
+
+def generic_instructions(tools: Sequence[dict[str, Any]]) -> str:
+    """The system text that teaches a template without tools the generic call form."""
+    listed = "\n".join(json.dumps(tool, ensure_ascii=False) for tool in tools)
+    return (
+        "You may call these tools:\n"
+        f"{listed}\n"
+        "To call one, answer with exactly\n"
+        '<tool_call>\n{"name": "<tool name>", "arguments": {<arguments as JSON>}}\n</tool_call>\n'
+        "and nothing else; you will get its result in the next message."
+    )
+
+
+def _objects(text: str) -> list[Any]:
+    """Every JSON value that starts at a '{' or '[' of ``text``, left to right, skipping what
+    one value already covered."""
+    decoder = json.JSONDecoder()
+    found, at = [], 0
+    while (match := re.compile(r"[\[{]").search(text, at)) is not None:
+        try:
+            value, end = decoder.raw_decode(text, match.start())
+        except json.JSONDecodeError:
+            at = match.start() + 1
+            continue
+        found.append(value)
+        at = end
+    return found
+
+
+def _call(value: Any, key: str) -> ToolCall | None:
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        return None
+    arguments = value.get(key, value.get("arguments", value.get("parameters", {})))
+    if isinstance(arguments, str):  # some models write the arguments as a JSON string
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError:
+            return None
+    return ToolCall(value["name"], arguments) if isinstance(arguments, dict) else None
+
+
+def _tagged(text: str, fmt: ToolFormat) -> list[ToolCall]:
+    blocks = re.findall(r"<tool_call>(.*?)(?:</tool_call>|$)", text, flags=re.S)
+    calls = [_call(v, fmt.arguments_key) for block in blocks for v in _objects(block)[:1]]
+    return [c for c in calls if c] if all(calls) else []
+
+
+def _deepseek(text: str, _: ToolFormat) -> list[ToolCall]:
+    calls = []
+    pattern = (
+        re.escape(DEEPSEEK_CALL[0])
+        + r"\s*(?:function)?\s*"
+        + re.escape(DEEPSEEK_CALL[1])
+        + r"\s*([^\n]+?)\s*\n(.*?)(?:"
+        + re.escape(DEEPSEEK_CALL[2])
+        + r"|$)"
+    )
+    for name, body in re.findall(pattern, text, flags=re.S):
+        values = _objects(body)
+        if not values or not isinstance(values[0], dict):
+            return []
+        calls.append(ToolCall(name.strip(), values[0]))
+    return calls
+
+
+def _listed(text: str, fmt: ToolFormat) -> list[ToolCall]:
+    values = _objects(text[len(fmt.opener) :])
+    if not values:
+        return []
+    items = values[0] if isinstance(values[0], list) else values
+    calls = [_call(v, fmt.arguments_key) for v in items]
+    return [c for c in calls if c] if calls and all(calls) else []
+
+
+_PARSERS = {"hermes": _tagged, "generic": _tagged, "deepseek-r1": _deepseek, "mistral": _listed, "llama3-json": _listed}
