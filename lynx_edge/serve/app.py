@@ -240,10 +240,10 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> Starle
     async def count_tokens(request: Request) -> Response:
         try:
             messages, think = anthropic_messages.counted(await _read_json(request))
-            length = await asyncio.to_thread(engine.prompt_tokens, messages, think=think)
+            prompt = await asyncio.to_thread(engine.prompt_tokens, messages, think=think)
         except ApiError as exc:
             return _error_response(exc, anthropic_messages.error_shape)
-        return JSONResponse({"input_tokens": len(length)})
+        return JSONResponse({"input_tokens": len(prompt)})
 
     middleware = [Middleware(GateMiddleware, api_key=settings.api_key)]
     if settings.cors_origins:

@@ -69,7 +69,13 @@ LOADING = (  # how Ollama loads and runs a model: nothing here to change
     "embedding_only",
     "penalize_newline",
 )
-NO_OP = {"mirostat": 0, "tfs_z": 1, "typical_p": 1, "min_p": 0, "repeat_last_n": -1}
+NO_OP = {
+    "mirostat": (0,),
+    "tfs_z": (1,),
+    "typical_p": (1,),
+    "min_p": (0,),
+    "repeat_last_n": (-1, 0),
+}  # values that change nothing
 
 
 def error_shape(error: ApiError) -> tuple[int, dict[str, Any]]:
@@ -116,10 +122,10 @@ class Options(BaseModel):
         """The options in ``GenerationOptions``' names; a 400 for what cannot be honoured."""
         for name, neutral in NO_OP.items():
             value = getattr(self, name)
-            if value is not None and value != neutral and not (name == "repeat_last_n" and value == 0):
+            if value is not None and value not in neutral:
                 raise ApiError(
                     400,
-                    f"'options.{name}' is not supported by lynx-edge (only {neutral}, its no-op): leave it out",
+                    f"'options.{name}' is not supported by lynx-edge (only {neutral[0]}, its no-op): leave it out",
                     param=f"options.{name}",
                     code="unsupported_parameter",
                 )
