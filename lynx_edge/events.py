@@ -9,6 +9,7 @@ the server, the bench and the toolkit read one model instead of each keeping its
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
@@ -111,6 +112,19 @@ class TokenCounts:
         return {**asdict(self), "completion": self.completion, "total": self.total}
 
 
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One call the model made: the function's name and its arguments (a JSON object)."""
+
+    name: str
+    arguments: dict[str, Any]
+    id: str = field(default_factory=new_call_id)
+
+
 @dataclass(frozen=True)
 class GenerationResult:
     """Everything a caller reports about one answer (immutable: a later ``Savings`` event is
@@ -138,6 +152,10 @@ class GenerationResult:
     # where the loop guard caught a repetition loop: "thinking" (closed: a loop exit) and/or
     # "answer" (stopped there, finish_reason "stop")
     loops: tuple[str, ...] = ()
+    # the calls the answer holds (then ``answer`` is only the text before them), and whether
+    # the model began one inside its thinking (the runtime closed the thinking there)
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_in_thinking: bool = False
     # a calibrated policy whose request left the card's calibration conditions: why its
     # threshold is an estimate here (then ``guarantee`` is False)
     estimate_because: tuple[str, ...] = ()

@@ -59,11 +59,13 @@ def build_scripted_qwen2(
     n_embd: int = 64,
     n_layer: int = 2,
     seed: int = 0,
+    chat_template: str | None = None,
 ) -> Path:
     """Write a tiny qwen2 GGUF whose greedy continuation after ``script[0]`` is ``script[1:]``.
 
     ``script`` is a list of single-token surface texts; every token but the last must be
     unique, because the script is a bigram table (each token names its successor).
+    ``chat_template`` replaces the vocabulary's own template.
     """
     reader = GGUFReader(vocab_gguf)
     vocab = Vocab(reader)
@@ -96,7 +98,7 @@ def build_scripted_qwen2(
     w.add_rope_freq_base(10000.0)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_file_type(1)  # mostly F16
-    _copy_tokenizer(reader, w)
+    _copy_tokenizer(reader, w, chat_template)
 
     def normal(*shape: int) -> np.ndarray:
         return rng.normal(0, 0.02, shape).astype(np.float32)
@@ -125,10 +127,13 @@ def build_scripted_qwen2(
     return path
 
 
-def _copy_tokenizer(reader: GGUFReader, w: GGUFWriter) -> None:
-    """Copy every ``tokenizer.*`` key of the vocabulary GGUF unchanged."""
+def _copy_tokenizer(reader: GGUFReader, w: GGUFWriter, chat_template: str | None = None) -> None:
+    """Copy every ``tokenizer.*`` key of the vocabulary GGUF unchanged (but the template)."""
     for key, field in reader.fields.items():
         if not key.startswith("tokenizer."):
+            continue
+        if key == "tokenizer.chat_template" and chat_template is not None:
+            w.add_string(key, chat_template)
             continue
         types = field.types
         value = field.contents()

@@ -21,19 +21,20 @@ from lynx_edge.errors import ContextOverflowError, LynxError, ProbeError, Settin
 from lynx_edge.events import Event
 from lynx_edge.runtime.conditions import RequestConditions
 from lynx_edge.runtime.cues import CueMatcher
-from lynx_edge.runtime.generation import FeatureSink, Generation, Plan, Policy
+from lynx_edge.runtime.generation import FeatureSink, Generation, Plan, Policy, ToolUse
 from lynx_edge.runtime.ledger import token_texts
-from lynx_edge.runtime.llama_backend import LlamaBackend, SamplingSettings, json_grammar
+from lynx_edge.runtime.llama_backend import LlamaBackend, SamplingSettings, json_grammar, tool_call_grammar
 from lynx_edge.runtime.model_files import default_probe, resolve_model
 from lynx_edge.runtime.onnx_probe import OnnxProbe, ProbeDevice
-from lynx_edge.runtime.options import ExitStyle, GenerationOptions, Mode
+from lynx_edge.runtime.options import MAX_PARALLEL_CALLS, ExitStyle, FunctionTool, GenerationOptions, Mode
 from lynx_edge.runtime.policies import DEFAULT_LEVELS, DEFAULT_TRIAL, MAKE_PROBE_HINT, NoExit, ProbeExit, TrialExit
 from lynx_edge.runtime.presets import ModelPreset
 from lynx_edge.runtime.probe_card import ProbeCard
 from lynx_edge.runtime.rules import Calibration, ExitRule, calibrated_levels, card_rules, select_rule
 from lynx_edge.runtime.scheduler import Scheduler
+from lynx_edge.runtime.tool_calls import GENERIC, ToolFormat, format_for, string_arguments, template_messages
 
-Messages = str | Sequence[dict[str, str]]
+Messages = str | Sequence[dict[str, Any]]
 DEFAULT_ALPHA = 0.1
 NO_PROBE = f"early exits use the training-free policy, with no risk guarantee; {MAKE_PROBE_HINT}"
 DEFAULT_ANSWER_RESERVE = 64  # tokens kept for the answer under any token limit (or a quarter of it)
@@ -178,9 +179,15 @@ class Engine:
         return TrialExit(kind, level, rule)
 
     # ---- requests ---------------------------------------------------------------------
-    def render_prompt(self, messages: Messages, *, think: bool = True) -> str:
-        """Chat-template text of scaffold + messages, ending inside an open thinking block
-        (or, with ``think`` off and a template that can, after an empty one)."""
+    @property
+    def tool_format(self) -> ToolFormat:
+        """How this model writes tool calls (read from its chat template)."""
+        return format_for(self.backend.chat_template)
+
+    def render_prompt(self, messages: Messages, *, think: bool = True, tools: Sequence[FunctionTool] = ()) -> str:
+        """Chat-template text of scaffold + messages (and the ``tools`` the model may call),
+        ending inside an open thinking block (or, with ``think`` off and a template that can,
+        after an empty one)."""
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         scaffold = self.scaffold
@@ -189,22 +196,35 @@ class Engine:
         kwargs = dict(self.preset.template_kwargs)
         if not think:
             kwargs.update(self.preset.no_think_kwargs)
-        text = self.backend.render_chat([*scaffold, *messages], **kwargs)
+        text = self._render([*scaffold, *messages], tools, kwargs)
         if not think and self.preset.no_think_kwargs:
             return text
         if not text.rstrip().endswith(self.think_open):
             text += f"{self.think_open}\n"
         return text
 
-    def prompt_tokens(self, messages: Messages, *, think: bool = True) -> list[int]:
+    def _render(self, messages: list[dict[str, Any]], tools: Sequence[FunctionTool], kwargs: dict[str, Any]) -> str:
+        """The template's text, with tools and tool turns in the form the template takes."""
+        fmt = self.tool_format
+        declared = [{"type": "function", "function": t.model_dump()} for t in tools]
+        if any(m.get("role") == "tool" or m.get("tool_calls") for m in messages) or declared:
+            messages = template_messages(messages, declared, fmt)
+            if declared and fmt is not GENERIC:
+                kwargs["tools"] = declared
+        try:
+            return self.backend.render_chat(messages, **kwargs)
+        except TypeError:  # a template that joins earlier calls' arguments as text
+            return self.backend.render_chat(string_arguments(messages), **kwargs)
+
+    def prompt_tokens(self, messages: Messages, *, think: bool = True, tools: Sequence[FunctionTool] = ()) -> list[int]:
         """The tokens a request's prompt takes (what the servers' token counters report)."""
-        return self.backend.prompt_tokens(self.render_prompt(messages, think=think))
+        return self.backend.prompt_tokens(self.render_prompt(messages, think=think, tools=tools))
 
     def plan(self, messages: Messages, options: GenerationOptions) -> Plan:
         """Check a request against this model and resolve every default (raises ``LynxError``
         subclasses with one-line messages)."""
         _check_messages(messages)
-        prompt = self.prompt_tokens(messages, think=options.think)
+        prompt = self.prompt_tokens(messages, think=options.think, tools=options.callable_tools)
         if len(prompt) + 1 > self.backend.n_ctx:
             raise ContextOverflowError(len(prompt) + 1, self.backend.n_ctx)
         temperature = self.preset.temperature if options.temperature is None else options.temperature
@@ -233,6 +253,7 @@ class Engine:
             grammar = self.backend.grammar(json_grammar(options.json_schema))
             if grammar is None:
                 raise SettingError("the answer's grammar does not parse in llama.cpp: check the JSON schema")
+        tools = self._tool_use(options)
         request = RequestConditions(
             temperature=temperature,
             top_p=top_p,
@@ -261,7 +282,23 @@ class Engine:
             loop_guard=options.loop_guard,
             logprobs=options.logprobs,
             top_logprobs=options.top_logprobs,
+            tools=tools,
         )
+
+    def _tool_use(self, options: GenerationOptions) -> ToolUse | None:
+        """The calls a request allows, with their grammar compiled for this request."""
+        if not options.callable_tools:
+            return None
+        if options.exit_style == "boxed":
+            raise SettingError(
+                "a boxed exit answers inside \\boxed{}, never with a tool call: use exit_style conclude with tools",
+                field="exit_style",
+            )
+        most = MAX_PARALLEL_CALLS if options.parallel_tool_calls else 1
+        grammar = self.backend.grammar(tool_call_grammar(options.callable_tools, self.tool_format, most=most))
+        if grammar is None:
+            raise SettingError("the tools' grammar does not parse in llama.cpp: check their parameters", field="tools")
+        return ToolUse(self.tool_format, options.calls_forced, grammar)
 
     def _system_prompt_of(self, messages: Messages) -> str | None:
         """The system message the model will see: the request's own, else the scaffold's."""

@@ -47,6 +47,7 @@ from lynx_edge.runtime.options import ExitStyle
 from lynx_edge.runtime.policies import Decision, NoExit, ProbeExit, TrialExit
 from lynx_edge.runtime.scheduler import Slot, Step
 from lynx_edge.runtime.stream import StreamGate
+from lynx_edge.runtime.tool_calls import ToolCall, ToolFormat
 
 Policy = NoExit | ProbeExit | TrialExit
 
@@ -89,6 +90,16 @@ FeatureSink = Callable[[CueFeatures], None]
 
 
 @dataclass(frozen=True)
+class ToolUse:
+    """The calls a request allows: the model's call format, whether the answer must be a call,
+    and the grammar a call follows once it opens (compiled for this request alone)."""
+
+    format: ToolFormat
+    forced: bool
+    grammar: Grammar
+
+
+@dataclass(frozen=True)
 class Plan:
     """A request resolved against the engine's model, probe and defaults."""
 
@@ -107,6 +118,7 @@ class Plan:
     logprobs: bool = False
     top_logprobs: int = 0
     departures: tuple[str, ...] = ()  # how the request leaves the card's calibration conditions
+    tools: ToolUse | None = None
 
 
 class Generation:
@@ -150,6 +162,9 @@ class Generation:
         self.window, self.window_kind = self._budget_window(), "budget"
         self.guards = (LoopGuard(), LoopGuard()) if plan.loop_guard else None  # thinking, answer
         self.loops: list[str] = []  # where the guard caught a loop: "thinking", "answer"
+        self.tools = plan.tools
+        self.call_open = False  # a call has opened in the answer: its grammar holds from here
+        self.call_in_thinking = False  # the model began a call inside its thinking
 
     # ---- main loop ------------------------------------------------------------------
     def steps(self) -> Step:
@@ -171,8 +186,7 @@ class Generation:
                 if len(self.ledger) >= self.cap or len(b.seqs[self.seq]) >= b.n_ctx:
                     self.finish_reason = "length"
                     break
-                constrained = self.grammar is not None and self.ledger.closed and self.boxed is None
-                token = b.sample(self.sampler, out.row, self.grammar if constrained else None)
+                token = b.sample(self.sampler, out.row, self._grammar_now())
                 if self._cut_due(token):
                     out = yield from self._window_exit(token)
                     continue
@@ -188,8 +202,9 @@ class Generation:
         except _ContextFull:  # the text the runtime writes (a close, an exit) does not fit
             self.finish_reason = "length"
         self.pending = None
-        yield from self.stream.flush(final=True)
-        result = self._result(time.perf_counter() - start, time.perf_counter() - decode_start)
+        calls = self._calls()
+        yield from self.stream.flush(final=True, answer_hold=self._answer_hold(calls))
+        result = self._result(calls, time.perf_counter() - start, time.perf_counter() - decode_start)
         yield Done(result)
         if plan.measure_savings and self.resume and self.finish_reason != "cancelled":
             yield from self._measure_savings(result)
@@ -210,6 +225,9 @@ class Generation:
         self.ledger.commit(token, logprob)
         if self._loops_at(token):
             return out, True
+        call_at = self._call_start(prev)
+        if call_at is not None:
+            return (yield from self._open_call(call_at)), False
         cue = self._find_cue(prev)
         capture = cue is not None and (isinstance(self.policy, ProbeExit) or self.sink is not None)
         self.b.check_room(1, self.seq)
@@ -225,16 +243,81 @@ class Generation:
                 if self.exit is not None and self.exit.token_index == index:
                     return out, False
         finished = self.boxed is not None and self.boxed.take(new)
-        yield from self.stream.flush(hold_from=self._hold_from())
+        yield from self.stream.flush(hold_from=self._hold_from(), answer_hold=self._answer_hold())
         return out, finished
 
     def _hold_from(self) -> int | None:
-        """The char from which the thinking is held back: an undecided cue, or the part of
-        a cut window already written (a cut may still remove it)."""
+        """The char from which the thinking is held back: an undecided cue, the part of a cut
+        window already written (a cut may still remove it), a call that may be opening."""
         holds = [self.pending[0].start] if self.pending else []
         if self._thinking_open and self.window is not None and self.window.start < len(self.ledger):
             holds.append(self.ledger.starts[self.window.start])
+        if self._thinking_open and self._calls_allowed and self.tools.format.opener:
+            holds.append(self.tools.format.may_open_at(self.ledger.text))
         return min(holds) if holds else None
+
+    # ---- tool calls ---------------------------------------------------------------------
+    @property
+    def _calls_allowed(self) -> bool:
+        return self.tools is not None and self.boxed is None
+
+    def _grammar_now(self) -> Grammar | None:
+        """The grammar the next token follows: none in the thinking; in the answer a call's
+        once it opened (or from the start when a call is required), else the answer's own."""
+        if not self.ledger.closed or self.boxed is not None:
+            return None
+        if self.tools is not None and (self.tools.forced or self.call_open):
+            return self.tools.grammar
+        return self.grammar
+
+    def _call_start(self, prev: int) -> int | None:
+        """The char where a call begins in the newest text, when it is one to act on: a call
+        opened in the thinking (it will be closed there) or a free answer opening one."""
+        if not self._calls_allowed or self.call_open:
+            return None
+        ledger, fmt = self.ledger, self.tools.format
+        if self._thinking_open:
+            if not fmt.opener:
+                return None
+            at = ledger.text.find(fmt.opener, max(0, prev - len(fmt.opener)))
+            return at if at >= 0 else None
+        if not ledger.closed or self.tools.forced:
+            return None
+        at = fmt.opens_at(ledger.text[ledger.answer_start :])
+        return ledger.answer_start + at if at >= 0 else None
+
+    def _open_call(self, at: int) -> Step:
+        """A call begins at char ``at``: take back the tokens from there, close the thinking
+        first if the call began inside it, and let the call's grammar write it from the top."""
+        in_thinking = self._thinking_open
+        self._rollback(self.ledger.token_at(at))
+        self.pending = None
+        self.call_open = True
+        if in_thinking:
+            self.call_in_thinking = True
+            yield from self.stream.flush(final=True)
+            return (yield from self._write(self.e.conclude_text(self.ledger.text)))
+        return (yield from self._redecode_last())
+
+    def _answer_hold(self, calls: list[ToolCall] | None = None) -> int | None:
+        """The char from which the answer is held back: where its calls begin (they are
+        reported as calls, never as text). Once the answer is final (``calls`` given) only
+        calls that parse are held, so an answer that is not a call is never lost."""
+        ledger = self.ledger
+        if not self._calls_allowed or not ledger.closed:
+            return None
+        start, fmt = ledger.answer_start, self.tools.format
+        if calls is not None:
+            at = fmt.opens_at(ledger.text[start:])
+            return start + at if calls and at >= 0 else None
+        if self.tools.forced or self.call_open:
+            return start
+        return start + fmt.may_open_at(ledger.text[start:])
+
+    def _calls(self) -> list[ToolCall]:
+        if not self._calls_allowed or not self.ledger.closed:
+            return []
+        return self.tools.format.parse(self.ledger.text[self.ledger.answer_start :])[1]
 
     @property
     def _thinking_open(self) -> bool:
@@ -403,13 +486,17 @@ class Generation:
         self.stream.rewind()
 
     # ---- results ----------------------------------------------------------------------
-    def _result(self, seconds: float, decode_seconds: float) -> GenerationResult:
+    def _result(self, calls: list[ToolCall], seconds: float, decode_seconds: float) -> GenerationResult:
         ledger = self.ledger
+        answer = ledger.answer
+        if calls:
+            answer = self.tools.format.parse(ledger.text[ledger.answer_start :])[0].strip()
         thinking_tokens = self.exit_token if self.exit else (ledger.answer_token if ledger.closed else len(ledger))
         generated = len(ledger)
         policy = self.policy
+        finish = "tool_calls" if calls and self.finish_reason == "stop" else self.finish_reason
         return GenerationResult(
-            answer=ledger.answer,
+            answer=answer,
             thinking=ledger.thinking,
             exit=self.exit,
             cues=tuple(self.cues),
@@ -426,12 +513,14 @@ class Generation:
             exit_style=self.plan.exit_style,
             seconds=round(seconds, 4),
             trial_seconds=round(self.trial_seconds, 4),
-            finish_reason=self.finish_reason,
+            finish_reason=finish,
             seed=self.plan.sampling.seed,
             tokens_per_second=round(generated / decode_seconds, 2) if decode_seconds > 0 else 0.0,
             probe_calls=sum(1 for c in self.cues if c.score is not None and c.trial is None),
             closed_by_runtime=self.closed_by_runtime,
             loops=tuple(self.loops),
+            tool_calls=tuple(calls),
+            tool_call_in_thinking=self.call_in_thinking,
             prompt_ids=tuple(self.plan.prompt),
             token_ids=tuple(ledger.tokens),
         )

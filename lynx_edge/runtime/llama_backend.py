@@ -41,7 +41,9 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from lynx_edge.errors import ContextOverflowError, ModelError, SettingError
 from lynx_edge.events import TokenLogprob
 from lynx_edge.runtime.model_info import ModelInfo, weights_fingerprint
+from lynx_edge.runtime.options import FunctionTool
 from lynx_edge.runtime.threads import ThreadGovernor
+from lynx_edge.runtime.tool_calls import ToolFormat
 
 _GGUF_MAGIC = b"GGUF"
 N_BATCH = 512  # tokens per llama_decode call (one ubatch: a capture sees the whole batch)
@@ -150,6 +152,29 @@ def json_grammar(schema: dict | None = None) -> str:
         return json_schema_to_gbnf(json.dumps({"type": "object"} if schema is None else schema))
     except (AssertionError, KeyError, ValueError, TypeError, RecursionError) as exc:
         raise SettingError(f"the JSON schema cannot become a grammar ({exc}): simplify it or check its $refs") from None
+
+
+def tool_call_grammar(tools: Sequence[FunctionTool], fmt: ToolFormat, *, most: int = 1) -> str:
+    """GBNF for an answer that is a call (up to ``most`` of them) to one of ``tools``, framed as
+    ``fmt`` writes calls; each tool's arguments follow its JSON schema through llama.cpp's own
+    converter, so only the framing and the choice between tools are written here."""
+    from llama_cpp.llama_grammar import SchemaConverter
+
+    converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    calls = []
+    try:
+        for i, tool in enumerate(tools):
+            rule = converter.visit(converter.resolve_refs(tool.parameters, f"tool{i}"), f"tool{i}-arguments")
+            before, after = (json.dumps(text, ensure_ascii=False) for text in fmt.framing(tool.name))
+            calls.append(f"( {before} {rule} {after} )")
+    except (AssertionError, KeyError, ValueError, TypeError, RecursionError) as exc:
+        raise SettingError(
+            f"tool {tool.name!r}: its parameters cannot become a grammar ({exc}): simplify the schema", field="tools"
+        ) from None
+    more = f' ( "\\n" tool-call ){{0,{most - 1}}}' if most > 1 else ""
+    return (
+        f"{converter.format_grammar()}\ntool-call ::= {' | '.join(calls)}\nroot ::= [ \\t\\n]{{0,8}} tool-call{more}\n"
+    )
 
 
 class _CaptureState(ctypes.Structure):

@@ -17,7 +17,7 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lynx_edge.errors import SettingError
 
@@ -25,6 +25,17 @@ Mode = Literal["per-cue", "per-answer"]
 ExitStyle = Literal["conclude", "boxed"]
 ExitPolicyName = Literal["auto", "none", "probe", "deer", "consistency"]
 MAX_TOP_LOGPROBS = 20
+MAX_PARALLEL_CALLS = 8  # calls one answer may hold when parallel calls are allowed
+TOOL_CHOICES = ("auto", "none", "required")
+
+
+class FunctionTool(BaseModel):
+    """A function the model may call: its name, what it does, and its arguments' JSON schema."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
 
 
 def _field(description: str, default: Any = None, *, example: str | None = None, **limits: float) -> Any:
@@ -105,6 +116,16 @@ class GenerationOptions(BaseModel):
         "TOKEN=BIAS pairs added to those tokens' logits (bias in [-100, 100]).", ()
     )
 
+    tools: tuple[FunctionTool, ...] = _field(
+        "Functions the model may call after its thinking (their arguments follow each one's schema).", ()
+    )
+    tool_choice: str = _field(
+        "auto: an answer or calls; none: no calls; required: at least one call; or a tool's name: call it.",
+        "auto",
+        example="auto",
+    )
+    parallel_tool_calls: bool = _field(f"Let one answer hold up to {MAX_PARALLEL_CALLS} calls (else one).", True)
+
     def __init__(self, **values: Any) -> None:
         try:
             super().__init__(**values)
@@ -121,6 +142,12 @@ class GenerationOptions(BaseModel):
             return tuple(tuple(pair) if isinstance(pair, (list, tuple)) else pair for pair in value)
         return value
 
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _tool_list(cls, value: Any) -> Any:
+        """A list (the wire's shape) as a tuple."""
+        return tuple(value) if isinstance(value, list) else value
+
     @field_validator(
         "temperature", "top_p", "trial_level", "alpha", "frequency_penalty", "presence_penalty", "repeat_penalty"
     )
@@ -129,6 +156,32 @@ class GenerationOptions(BaseModel):
         if value is not None and not math.isfinite(value):
             raise ValueError("not finite")
         return value
+
+    @model_validator(mode="after")
+    def _tool_choice_names_a_tool(self) -> GenerationOptions:
+        names = [t.name for t in self.tools]
+        if len(set(names)) < len(names):
+            raise ValueError("tools: two tools share a name; give each its own")
+        if self.tool_choice not in (*TOOL_CHOICES, *names):
+            raise ValueError(
+                f"tool_choice: {self.tool_choice!r} is neither {', '.join(TOOL_CHOICES)} nor a tool's name "
+                f"({', '.join(names) or 'no tools given'})"
+            )
+        if self.tool_choice != "none" and self.tool_choice != "auto" and not names:
+            raise ValueError("tool_choice: a call is required but no tools are given; pass tools")
+        return self
+
+    @property
+    def calls_forced(self) -> bool:
+        """Whether the answer must be a call (``required`` or a named tool)."""
+        return bool(self.tools) and self.tool_choice not in ("auto", "none")
+
+    @property
+    def callable_tools(self) -> tuple[FunctionTool, ...]:
+        """The tools a call may name under ``tool_choice``."""
+        if self.tool_choice == "none":
+            return ()
+        return tuple(t for t in self.tools if self.tool_choice in (*TOOL_CHOICES, t.name))
 
     def but(self, **changes: object) -> GenerationOptions:
         """A copy with ``changes`` (validated again)."""
@@ -177,7 +230,17 @@ def _setting_error(exc: ValidationError) -> SettingError:
     """One line for the first bad field: what it accepts, what it got, what to pass."""
     error = exc.errors()[0]
     loc = error["loc"]
-    name = str(loc[0]) if loc else "options"
+    if not loc:  # a check across fields says which field it is about first
+        message = str(error["msg"]).removeprefix("Value error, ")
+        return SettingError(message, field=message.split(":")[0])
+    name = str(loc[0])
+    if name == "tools":
+        where = ".".join(str(part) for part in loc)
+        return SettingError(
+            f"{where}: {error['msg']}; each tool is {{name, description, parameters}} with a name of "
+            "letters, digits, '_', '.' or '-'",
+            field="tools",
+        )
     if name not in GenerationOptions.model_fields:
         return SettingError(f"unknown option {name!r}", field=name)
     got = error.get("input")

@@ -24,9 +24,12 @@ class StreamGate:
         self.answer_sent: int | None = None  # char offset up to which the answer was streamed
         self.tokens_sent = 0  # tokens whose text (and log-probability) was streamed
 
-    def flush(self, *, final: bool = False, hold_from: int | None = None) -> Iterator[Event]:
-        """Deltas for the text that is safe to show; ``final`` shows everything (the thinking
-        ends here), ``hold_from`` keeps back text from that char on (an undecided cue)."""
+    def flush(
+        self, *, final: bool = False, hold_from: int | None = None, answer_hold: int | None = None
+    ) -> Iterator[Event]:
+        """Deltas for the text that is safe to show; ``final`` shows all the thinking (it ends
+        here), ``hold_from`` keeps back thinking from that char on (an undecided cue),
+        ``answer_hold`` the answer from that char on (a tool call, reported as a call)."""
         ledger = self.ledger
         if not ledger.closed:
             limit = len(ledger.text) if final else self._safe_limit(hold_from)
@@ -45,9 +48,12 @@ class StreamGate:
                 return
             self.answer_sent = len(ledger.text) - len(stripped)
             self.tokens_sent = max(self.tokens_sent, ledger.answer_token)
-        if len(ledger.text) > self.answer_sent:
-            yield AnswerDelta(ledger.text[self.answer_sent :], self._logprobs_upto(len(ledger.text)))
-            self.answer_sent = len(ledger.text)
+        limit = len(ledger.text)
+        if answer_hold is not None and answer_hold < limit:
+            limit = ledger.starts[ledger.token_at(answer_hold)]  # from the token where it begins
+        if limit > self.answer_sent:
+            yield AnswerDelta(ledger.text[self.answer_sent : limit], self._logprobs_upto(limit))
+            self.answer_sent = limit
 
     def rewind(self) -> None:
         """The ledger was rolled back to what was already shown (an exit at a held cue)."""

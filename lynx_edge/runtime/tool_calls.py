@@ -15,22 +15,14 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from lynx_edge.events import ToolCall, new_call_id
 
 DEEPSEEK_CALLS = ("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>")
 DEEPSEEK_CALL = ("<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "<｜tool▁call▁end｜>")
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """One call the model made: the function's name and its arguments (a JSON object)."""
-
-    name: str
-    arguments: dict[str, Any]
-    id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
 
 
 @dataclass(frozen=True)
@@ -57,6 +49,26 @@ class ToolFormat:
             return text, []
         calls = _PARSERS[self.name](text[at:], self)
         return (text[:at], calls) if calls else (text, [])
+
+    def may_open_at(self, text: str) -> int:
+        """Where a call starts or may be starting at the end of ``text`` (``len(text)``: no
+        call can start before the next token): what an answer holds back from the stream."""
+        at = self.opens_at(text)
+        if at >= 0:
+            return at
+        if not self.opener:
+            stripped = text.lstrip()
+            return len(text) - len(stripped) if '{"'.startswith(stripped) or stripped.startswith('{"') else len(text)
+        for n in range(min(len(self.opener) - 1, len(text)), 0, -1):
+            if text.endswith(self.opener[:n]):
+                return len(text) - n
+        return len(text)
+
+    def written(self, call: ToolCall) -> str:
+        """``call`` as this family writes it (an earlier turn's call, for templates that cannot
+        render ``tool_calls`` themselves)."""
+        before, after = self.framing(call.name)
+        return f"{before}{json.dumps(call.arguments, ensure_ascii=False)}{after}"
 
     def framing(self, name: str) -> tuple[str, str]:
         """The literal text before and after the arguments of one call to ``name``."""
@@ -104,6 +116,70 @@ def generic_instructions(tools: Sequence[dict[str, Any]]) -> str:
         '<tool_call>\n{"name": "<tool name>", "arguments": {<arguments as JSON>}}\n</tool_call>\n'
         "and nothing else; you will get its result in the next message."
     )
+
+
+def template_messages(
+    messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]], fmt: ToolFormat
+) -> list[dict[str, Any]]:
+    """The conversation as the template should see it. A template that speaks a tool format
+    gets the messages as they are (an assistant's calls with their arguments as objects, the
+    form templates index into); the generic form teaches the calls in the system message,
+    writes earlier calls into the assistant's text and tool results as ``<tool_response>``
+    user turns, since such templates know neither."""
+    if fmt is not GENERIC:
+        return [_with_object_arguments(m) for m in messages]
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.get("role") == "tool":
+            out.append({"role": "user", "content": f"<tool_response>\n{m.get('content') or ''}\n</tool_response>"})
+        elif m.get("role") == "assistant" and m.get("tool_calls"):
+            calls = [fmt.written(c) for c in calls_of(m)]
+            out.append({"role": "assistant", "content": "\n".join(filter(None, [m.get("content") or "", *calls]))})
+        else:
+            out.append(dict(m))
+    if tools:
+        teach = generic_instructions(tools)
+        if out and out[0].get("role") == "system":
+            out[0] = {**out[0], "content": f"{out[0].get('content') or ''}\n\n{teach}".strip()}
+        else:
+            out.insert(0, {"role": "system", "content": teach})
+    return out
+
+
+def string_arguments(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages with each earlier call's arguments as a JSON string (OpenAI's wire form),
+    for templates that concatenate them as text (DeepSeek-R1's)."""
+    out = []
+    for m in messages:
+        if m.get("tool_calls"):
+            m = {**m, "tool_calls": [_call_entry(c, as_text=True) for c in calls_of(m)]}
+        out.append(m)
+    return out
+
+
+def calls_of(message: dict[str, Any]) -> list[ToolCall]:
+    """An assistant message's ``tool_calls`` (OpenAI's shape; arguments a JSON string or object)."""
+    calls = []
+    for entry in message.get("tool_calls") or []:
+        function = entry.get("function", entry)
+        arguments = function.get("arguments") or {}
+        if isinstance(arguments, str):
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        calls.append(ToolCall(function["name"], arguments, entry.get("id") or new_call_id()))
+    return calls
+
+
+def _call_entry(call: ToolCall, *, as_text: bool) -> dict[str, Any]:
+    arguments = json.dumps(call.arguments, ensure_ascii=False) if as_text else call.arguments
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": arguments}}
+
+
+def _with_object_arguments(message: dict[str, Any]) -> dict[str, Any]:
+    if not message.get("tool_calls"):
+        return dict(message)
+    # a call without text has no content (None, as OpenAI sends it): templates branch on that
+    content = message.get("content") or None
+    return {**message, "content": content, "tool_calls": [_call_entry(c, as_text=False) for c in calls_of(message)]}
 
 
 def _objects(text: str) -> list[Any]:

@@ -36,11 +36,8 @@ from lynx_edge.serve.wire import (
 
 MAX_STOP = 4
 UNSUPPORTED = (
-    "tools",
-    "tool_choice",
     "functions",
     "function_call",
-    "parallel_tool_calls",
     "audio",
     "modalities",
     "prediction",
@@ -64,14 +61,78 @@ class TextPart(BaseModel):
     text: StrictStr
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: StrictStr
+    arguments: StrictStr = "{}"
+
+
+class WireToolCall(BaseModel):
+    """An earlier assistant turn's call, as the client sends it back."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: StrictStr
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+    def entry(self) -> dict[str, Any]:
+        try:
+            arguments = json.loads(self.function.arguments or "{}")
+        except json.JSONDecodeError:
+            raise ApiError(
+                400,
+                f"tool call {self.id}: its arguments are not JSON; send them as the JSON text the call returned",
+                param="messages",
+                code="invalid_value",
+            ) from None
+        return {"id": self.id, "type": "function", "function": {"name": self.function.name, "arguments": arguments}}
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "user", "assistant", "developer"]
+    role: Literal["system", "user", "assistant", "developer", "tool"]
     content: StrictStr | list[TextPart] | None = None
+    tool_calls: list[WireToolCall] | None = None
+    tool_call_id: StrictStr | None = None
+    name: StrictStr | None = None
 
-    def plain(self) -> dict[str, str]:
+    def plain(self) -> dict[str, Any]:
         text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
-        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": text}
+        if self.tool_calls:
+            message["tool_calls"] = [call.entry() for call in self.tool_calls]
+        if self.role == "tool":
+            message["tool_call_id"] = self.tool_call_id or ""
+            if self.name:
+                message["name"] = self.name
+        return message
+
+
+class FunctionTool(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: StrictStr
+    description: StrictStr = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: StrictBool | None = None
+
+    def declared(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+
+
+class WireTool(BaseModel):
+    type: Literal["function"]
+    function: FunctionTool
+
+
+class NamedFunction(BaseModel):
+    name: StrictStr
+
+
+class NamedChoice(BaseModel):
+    """``{"type": "function", "function": {"name": …}}``: call this tool."""
+
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class JsonSchema(BaseModel):
@@ -145,6 +206,9 @@ class ChatRequest(BaseModel):
     thinking_budget_tokens: StrictInt | None = None
     reasoning_budget_tokens: StrictInt | None = None
     chat_template_kwargs: TemplateKwargs | None = None
+    tools: list[WireTool] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedChoice | None = None
+    parallel_tool_calls: StrictBool = True
     lynx: LynxOptions | None = None
 
     @property
@@ -188,8 +252,17 @@ class ChatRequest(BaseModel):
             think=not off, budget=min(given) if given else None, effort=effort, exclude=reasoning.exclude
         )
 
-    def chat(self) -> list[dict[str, str]]:
+    def chat(self) -> list[dict[str, Any]]:
         return [m.plain() for m in self.messages]
+
+    def tool_fields(self) -> dict[str, Any]:
+        """``tools``, ``tool_choice`` and ``parallel_tool_calls`` in the options' terms."""
+        choice = self.tool_choice
+        return {
+            "tools": [t.function.declared() for t in self.tools or []],
+            "tool_choice": choice.function.name if isinstance(choice, NamedChoice) else choice or "auto",
+            "parallel_tool_calls": self.parallel_tool_calls,
+        }
 
     def options(self, defaults: GenerationOptions | None = None) -> GenerationOptions:
         """The request in the engine's terms, over the server's ``defaults`` (its --alpha and
@@ -227,6 +300,7 @@ class ChatRequest(BaseModel):
             frequency_penalty=self.frequency_penalty,
             presence_penalty=self.presence_penalty,
             logit_bias=bias,
+            **self.tool_fields(),
         )
 
 
@@ -237,7 +311,10 @@ def parse_request(body: Any) -> ChatRequest:
     request = validate(ChatRequest, body)
     if request.messages[-1].role == "assistant":
         raise ApiError(
-            400, "the last message must come from the user (or system)", param="messages", code="invalid_value"
+            400,
+            "the last message must come from the user, a tool or the system",
+            param="messages",
+            code="invalid_value",
         )
     return request
 
@@ -330,7 +407,9 @@ class Completion:
         return [sse(self.chunk({"content": piece.answer}, answer_lp=list(piece.answer_logprobs)))]
 
     def closing(self, got: Collected) -> list[str]:
-        frames = [sse(self.chunk({}, finish_reason(got), lynx=lynx_stats(got.reply)))]
+        calls = tool_call_entries(got.reply.result)
+        frames = [sse(self.chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]}))] if calls else []
+        frames.append(sse(self.chunk({}, finish_reason(got), lynx=lynx_stats(got.reply))))
         if self.include_usage:
             frames.append(
                 sse(
@@ -351,7 +430,10 @@ class Completion:
 
     def response(self, got: Collected) -> dict[str, Any]:
         reply = got.reply
-        message = {"role": "assistant", "content": got.answer}
+        calls = tool_call_entries(reply.result)
+        message: dict[str, Any] = {"role": "assistant", "content": got.answer or (None if calls else "")}
+        if calls:
+            message["tool_calls"] = calls
         if self.show_reasoning:
             message.update(reasoning_content=reply.thinking, reasoning=reply.thinking)
         choice = {
@@ -372,4 +454,18 @@ class Completion:
 
 
 def finish_reason(got: Collected) -> str:
-    return "length" if got.length_cut else "stop"
+    if got.length_cut:
+        return "length"
+    return "tool_calls" if got.reply.result.tool_calls else "stop"
+
+
+def tool_call_entries(result: GenerationResult) -> list[dict[str, Any]]:
+    """The calls of a reply in OpenAI's shape (arguments as JSON text)."""
+    return [
+        {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)},
+        }
+        for call in result.tool_calls
+    ]

@@ -96,7 +96,7 @@ class Served:
 class Ask:
     """One request in the engine's terms, whichever door it came through."""
 
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     options: GenerationOptions
     stops: list[str]
     stream: bool
@@ -290,6 +290,7 @@ def lynx_stats(reply: Reply) -> dict[str, Any]:
         "probe_calls": result.probe_calls,
         "trial_tokens": result.tokens.trial,
         "loops": list(result.loops),
+        "tool_call_in_thinking": result.tool_call_in_thinking,
         "tokens_saved": reply.savings.tokens_saved if reply.savings else None,
         "saving_is_lower_bound": reply.savings.capped if reply.savings else None,
     }

@@ -1,0 +1,141 @@
+"""Tool calls through the server, driven by the official ``openai`` client and LangChain's
+``bind_tools`` against the live server on the embedded reasoner: a forced call parses and
+validates against its schema, the call → result → answer loop completes, calls stream as
+OpenAI deltas."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import openai
+import pytest
+from langchain_core.messages import HumanMessage, ToolMessage
+from langchain_core.tools import tool
+from langchain_openai import ChatOpenAI
+from live import KEY, MODEL
+
+pytestmark = pytest.mark.clients
+
+CALCULATOR = {
+    "type": "function",
+    "function": {
+        "name": "calculator",
+        "description": "Evaluate an arithmetic expression such as 8 * 23.",
+        "parameters": {
+            "type": "object",
+            "properties": {"expression": {"type": "string"}},
+            "required": ["expression"],
+        },
+    },
+}
+LOOKUP = {
+    "type": "function",
+    "function": {
+        "name": "lookup",
+        "description": "Look up a stored number by its name.",
+        "parameters": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+    },
+}
+ASK = [{"role": "user", "content": "What is 8 * 23? Use the calculator."}]
+GREEDY = {"temperature": 0, "max_tokens": 300}
+
+
+@pytest.fixture
+def oai(server: dict) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server['base']}/v1", api_key=KEY, max_retries=0)
+
+
+def schema_of(name: str) -> dict:
+    return {t["function"]["name"]: t["function"]["parameters"] for t in (CALCULATOR, LOOKUP)}[name]
+
+
+def test_a_required_call_comes_back_as_tool_calls_that_validate(oai: openai.OpenAI) -> None:
+    reply = oai.chat.completions.create(
+        model=MODEL, messages=ASK, tools=[CALCULATOR, LOOKUP], tool_choice="required", **GREEDY
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls
+    for call in choice.message.tool_calls:
+        assert call.id.startswith("call_") and call.type == "function"
+        jsonschema.validate(json.loads(call.function.arguments), schema_of(call.function.name))
+
+
+def test_a_named_tool_choice_calls_that_tool(oai: openai.OpenAI) -> None:
+    reply = oai.chat.completions.create(
+        model=MODEL,
+        messages=ASK,
+        tools=[CALCULATOR, LOOKUP],
+        tool_choice={"type": "function", "function": {"name": "lookup"}},
+        parallel_tool_calls=False,
+        **GREEDY,
+    )
+    calls = reply.choices[0].message.tool_calls
+    assert [c.function.name for c in calls] == ["lookup"]
+    jsonschema.validate(json.loads(calls[0].function.arguments), schema_of("lookup"))
+
+
+def test_tool_choice_none_answers_in_text(oai: openai.OpenAI) -> None:
+    reply = oai.chat.completions.create(model=MODEL, messages=ASK, tools=[CALCULATOR], tool_choice="none", **GREEDY)
+    assert reply.choices[0].finish_reason in ("stop", "length")
+    assert not reply.choices[0].message.tool_calls
+    assert reply.choices[0].message.content
+
+
+def test_the_call_result_answer_loop_completes(oai: openai.OpenAI) -> None:
+    first = oai.chat.completions.create(
+        model=MODEL, messages=ASK, tools=[CALCULATOR], tool_choice="required", parallel_tool_calls=False, **GREEDY
+    )
+    call = first.choices[0].message.tool_calls[0]
+    history = [
+        *ASK,
+        first.choices[0].message.model_dump(exclude_none=True, include={"role", "content", "tool_calls"}),
+        {"role": "tool", "tool_call_id": call.id, "content": "184"},
+    ]
+    final = oai.chat.completions.create(model=MODEL, messages=history, tools=[CALCULATOR], **GREEDY)
+    message = final.choices[0].message
+    assert final.choices[0].finish_reason in ("stop", "tool_calls")
+    assert message.content or message.tool_calls
+
+
+def test_streamed_calls_arrive_as_openai_deltas(oai: openai.OpenAI) -> None:
+    with oai.chat.completions.stream(
+        model=MODEL, messages=ASK, tools=[CALCULATOR], tool_choice="required", **GREEDY
+    ) as stream:
+        final = stream.get_final_completion()
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls[0].function.name == "calculator"
+    jsonschema.validate(json.loads(choice.message.tool_calls[0].function.arguments), schema_of("calculator"))
+
+
+def test_langchain_bind_tools_runs_the_two_step_loop(server: dict) -> None:
+    @tool
+    def calculator(expression: str) -> str:
+        """Evaluate an arithmetic expression such as 8 * 23."""
+        return "184"
+
+    llm = ChatOpenAI(
+        model=MODEL, base_url=f"{server['base']}/v1", api_key=KEY, temperature=0, max_tokens=300, max_retries=0
+    )
+    bound = llm.bind_tools([calculator], tool_choice="calculator")
+    question = HumanMessage("What is 8 * 23? Use the calculator.")
+    first = bound.invoke([question])
+    assert first.tool_calls and first.tool_calls[0]["name"] == "calculator"
+    call = first.tool_calls[0]
+    result = ToolMessage(calculator.invoke(call["args"]), tool_call_id=call["id"])
+    final = llm.bind_tools([calculator]).invoke([question, first, result])
+    assert final.content or final.tool_calls
+
+
+def test_a_bad_tool_choice_is_a_400_naming_it(oai: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        oai.chat.completions.create(
+            model=MODEL,
+            messages=ASK,
+            tools=[CALCULATOR],
+            tool_choice={"type": "function", "function": {"name": "weather"}},
+            **GREEDY,
+        )
+    assert "tool_choice" in str(caught.value) and "calculator" in str(caught.value)
