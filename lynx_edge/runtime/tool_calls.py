@@ -211,9 +211,16 @@ def _call(value: Any, key: str) -> ToolCall | None:
 
 
 def _tagged(text: str, fmt: ToolFormat) -> list[ToolCall]:
-    blocks = re.findall(r"<tool_call>(.*?)(?:</tool_call>|$)", text, flags=re.S)
-    calls = [_call(v, fmt.arguments_key) for block in blocks for v in _objects(block)[:1]]
-    return [c for c in calls if c] if all(calls) else []
+    """Every closed ``<tool_call>`` block, and an unclosed last one when it parses; a reply
+    whose closed blocks do not all parse is text, not calls."""
+    closed = re.findall(r"<tool_call>(.*?)</tool_call>", text, flags=re.S)
+    tail = text.rsplit("</tool_call>", 1)[-1] if closed else text
+    last = re.findall(r"<tool_call>(.*)$", tail, flags=re.S)
+    calls = [_call(v, fmt.arguments_key) for block in closed for v in _objects(block)[:1]]
+    if len(calls) < len(closed) or not all(calls):
+        return []
+    ending = [_call(v, fmt.arguments_key) for block in last for v in _objects(block)[:1]]
+    return calls + [c for c in ending if c]
 
 
 def _deepseek(text: str, _: ToolFormat) -> list[ToolCall]:

@@ -15,12 +15,14 @@ dropped, as Anthropic's API drops them. Errors are Anthropic's shape; a busy ser
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from lynx_edge.runtime.options import GenerationOptions
+from lynx_edge.events import ToolCall
+from lynx_edge.runtime.options import FunctionTool, GenerationOptions
 from lynx_edge.serve.openai_chat import sse
 from lynx_edge.serve.wire import (
     ApiError,
@@ -47,8 +49,11 @@ ERROR_TYPES = {
     500: "api_error",
     503: "overloaded_error",
 }
-UNSUPPORTED = ("tools", "tool_choice", "mcp_servers", "container")
-HISTORY_ONLY = ("thinking", "redacted_thinking")  # earlier turns' thinking: dropped, as Anthropic does
+UNSUPPORTED = ("mcp_servers", "container")
+HISTORY_ONLY = ("thinking", "redacted_thinking")
+TOOL_WIRE = {
+    "parallel_tool_calls": "tool_choice.disable_parallel_tool_use"
+}  # earlier turns' thinking: dropped, as Anthropic does
 
 
 def error_shape(error: ApiError) -> tuple[int, dict[str, Any]]:
@@ -57,24 +62,35 @@ def error_shape(error: ApiError) -> tuple[int, dict[str, Any]]:
     return status, {"type": "error", "error": {"type": kind, "message": error.message}}
 
 
+class SystemBlock(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text"]
+    text: StrictStr
+
+
 class Block(BaseModel):
-    """A content block: text is read, earlier thinking is dropped, the rest is refused."""
+    """A content block: text, tool calls and their results are read, earlier thinking is
+    dropped, the rest is refused."""
 
     model_config = ConfigDict(extra="allow")
     type: StrictStr
     text: StrictStr | None = None
+    id: StrictStr | None = None  # tool_use
+    name: StrictStr | None = None
+    input: dict[str, Any] | None = None
+    tool_use_id: StrictStr | None = None  # tool_result
+    content: StrictStr | list[SystemBlock] | None = None
+    is_error: StrictBool = False
+
+    def result_text(self) -> str:
+        text = self.content if isinstance(self.content, str) else "".join(b.text for b in self.content or [])
+        return f"Error: {text}" if self.is_error else text
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["user", "assistant"]
     content: StrictStr | list[Block]
-
-
-class SystemBlock(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: Literal["text"]
-    text: StrictStr
 
 
 class Thinking(BaseModel):
@@ -99,8 +115,36 @@ class OutputConfig(BaseModel):
     format: OutputFormat | None = None
 
 
+class Tool(BaseModel):
+    """A client tool (``input_schema`` is its arguments' schema); server tools are refused."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["custom"] | None = None
+    name: StrictStr
+    description: StrictStr = ""
+    input_schema: dict[str, Any]
+
+    def declared(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "parameters": self.input_schema}
+
+
+class ToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["auto", "any", "tool", "none"]
+    name: StrictStr | None = None
+    disable_parallel_tool_use: StrictBool = False
+
+    def choice(self) -> str:
+        if self.type == "tool":
+            if not self.name:
+                raise ApiError(400, "tool_choice of type 'tool' needs the tool's name", param="tool_choice.name")
+            return self.name
+        return {"any": "required"}.get(self.type, self.type)
+
+
 class CountRequest(BaseModel):
-    """What ``count_tokens`` reads: the prompt, and whether it opens a thinking block."""
+    """What ``count_tokens`` reads: the prompt (with its tools), and whether it opens a
+    thinking block."""
 
     model_config = ConfigDict(extra="allow")
     model: Annotated[StrictStr, Field(min_length=1)]
@@ -108,22 +152,45 @@ class CountRequest(BaseModel):
     system: StrictStr | list[SystemBlock] | None = None
     thinking: Thinking | None = None
     output_config: OutputConfig | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
 
-    def chat(self) -> list[dict[str, str]]:
+    def chat(self) -> list[dict[str, Any]]:
+        """The conversation in the engine's terms: an assistant's ``tool_use`` blocks become
+        its calls, each ``tool_result`` a tool message (before the user's own text)."""
         system = self.system if isinstance(self.system, str) else "".join(b.text for b in self.system or [])
-        chat = [{"role": "system", "content": system}] if system else []
+        chat: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
         for i, message in enumerate(self.messages):
             if isinstance(message.content, str):
                 chat.append({"role": message.role, "content": message.content})
                 continue
-            texts = []
+            texts, calls = [], []
             for j, block in enumerate(message.content):
                 if block.type == "text" and block.text is not None:
                     texts.append(block.text)
+                elif block.type == "tool_use" and message.role == "assistant" and block.name:
+                    call = {"name": block.name, "arguments": block.input or {}}
+                    calls.append({"id": block.id or "", "type": "function", "function": call})
+                elif block.type == "tool_result" and message.role == "user":
+                    chat.append(
+                        {"role": "tool", "tool_call_id": block.tool_use_id or "", "content": block.result_text()}
+                    )
                 elif block.type not in HISTORY_ONLY:
                     raise unsupported(f"messages[{i}].content[{j}].type {block.type!r}")
-            chat.append({"role": message.role, "content": "".join(texts)})
+            if calls:
+                chat.append({"role": "assistant", "content": "".join(texts) or None, "tool_calls": calls})
+            elif texts or message.role == "assistant":
+                chat.append({"role": message.role, "content": "".join(texts)})
         return chat
+
+    def tool_fields(self) -> dict[str, Any]:
+        """``tools`` and ``tool_choice`` in the options' terms."""
+        choice = self.tool_choice or ToolChoice(type="auto")
+        return {
+            "tools": [t.declared() for t in self.tools or []],
+            "tool_choice": choice.choice(),
+            "parallel_tool_calls": not choice.disable_parallel_tool_use,
+        }
 
     def thinking_asked(self) -> ThinkingAsked:
         effort = self.output_config.effort if self.output_config else None
@@ -147,7 +214,7 @@ class MessagesRequest(CountRequest):
 
 def _parse(model: type[CountRequest], body: Any) -> CountRequest:
     if isinstance(body, dict):
-        refuse_present(body, UNSUPPORTED, "lynx-edge yet (tool calling is coming)")
+        refuse_present(body, UNSUPPORTED)
     request = validate(model, body)
     if request.messages[-1].role == "assistant":
         raise ApiError(
@@ -158,10 +225,12 @@ def _parse(model: type[CountRequest], body: Any) -> CountRequest:
     return request
 
 
-def counted(body: Any) -> tuple[list[dict[str, str]], bool]:
-    """The prompt ``count_tokens`` measures, and whether it opens a thinking block."""
+def counted(body: Any) -> tuple[list[dict[str, Any]], bool, tuple[FunctionTool, ...]]:
+    """The prompt ``count_tokens`` measures, whether it opens a thinking block, its tools."""
     request = _parse(CountRequest, body)
-    return request.chat(), request.thinking_asked().think
+    asked = request.thinking_asked()
+    options = generation_options(GenerationOptions(), asked, None, TOOL_WIRE, **request.tool_fields())
+    return request.chat(), asked.think, options.callable_tools
 
 
 def start(body: Any, defaults: GenerationOptions, served: Served) -> tuple[Ask, MessageWriter]:
@@ -172,8 +241,10 @@ def start(body: Any, defaults: GenerationOptions, served: Served) -> tuple[Ask, 
         sampling["top_k"] = request.top_k
     output = request.output_config
     schema = output.format.schema_ if output and output.format else None
-    wire = {"thinking_budget": "thinking.budget_tokens", "json_schema": "output_config.format"}
-    options = generation_options(defaults, asked, request.lynx, wire, json_schema=schema, **sampling)
+    wire = {"thinking_budget": "thinking.budget_tokens", "json_schema": "output_config.format", **TOOL_WIRE}
+    options = generation_options(
+        defaults, asked, request.lynx, wire, json_schema=schema, **sampling, **request.tool_fields()
+    )
     ask = Ask(
         messages=request.chat(),
         options=options,
@@ -246,8 +317,22 @@ class MessageWriter:
     def answer(self, piece: Piece) -> list[str]:
         return [*self._switch("text"), self._delta({"type": "text_delta", "text": piece.answer})]
 
+    def _tool_use(self, call: ToolCall) -> list[str]:
+        """One call as a ``tool_use`` block: started empty, its input as one JSON delta."""
+        frames = self._stop()
+        self.index += 1
+        block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
+        arguments = json.dumps(call.arguments, ensure_ascii=False)
+        return [
+            *frames,
+            sse({"type": "content_block_start", "index": self.index, "content_block": block}, "content_block_start"),
+            self._delta({"type": "input_json_delta", "partial_json": arguments}),
+            sse({"type": "content_block_stop", "index": self.index}, "content_block_stop"),
+        ]
+
     def closing(self, got: Collected) -> list[str]:
         result = got.reply.result
+        calls = [frame for call in result.tool_calls for frame in self._tool_use(call)]
         delta = {
             "type": "message_delta",
             "delta": {"stop_reason": _stop_reason(got), "stop_sequence": got.stop.matched},
@@ -255,8 +340,9 @@ class MessageWriter:
             "lynx": lynx_stats(got.reply),
         }
         return [
-            *self._switch("text"),
+            *([] if calls and self.open != "text" else self._switch("text")),
             *self._stop(),
+            *calls,
             sse(delta, "message_delta"),
             sse({"type": "message_stop"}, "message_stop"),
         ]
@@ -267,7 +353,10 @@ class MessageWriter:
     def response(self, got: Collected) -> dict[str, Any]:
         reply = got.reply
         content = [{"type": "thinking", "thinking": reply.thinking, "signature": ""}] if self.show_thinking else []
-        content.append({"type": "text", "text": got.answer})
+        calls = reply.result.tool_calls
+        if got.answer or not calls:
+            content.append({"type": "text", "text": got.answer})
+        content += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in calls]
         message = self._message(content)
         message.update(
             stop_reason=_stop_reason(got),
@@ -281,4 +370,6 @@ class MessageWriter:
 def _stop_reason(got: Collected) -> str:
     if got.stop.stopped:
         return "stop_sequence"
-    return "max_tokens" if got.length_cut else "end_turn"
+    if got.length_cut:
+        return "max_tokens"
+    return "tool_use" if got.reply.result.tool_calls else "end_turn"

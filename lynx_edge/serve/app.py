@@ -239,8 +239,8 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> Starle
 
     async def count_tokens(request: Request) -> Response:
         try:
-            messages, think = anthropic_messages.counted(await _read_json(request))
-            prompt = await asyncio.to_thread(engine.prompt_tokens, messages, think=think)
+            messages, think, tools = anthropic_messages.counted(await _read_json(request))
+            prompt = await asyncio.to_thread(engine.prompt_tokens, messages, think=think, tools=tools)
         except ApiError as exc:
             return _error_response(exc, anthropic_messages.error_shape)
         return JSONResponse({"input_tokens": len(prompt)})

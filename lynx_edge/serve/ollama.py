@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from lynx_edge.events import GenerationResult, TokenLogprob
+from lynx_edge.events import GenerationResult, TokenLogprob, new_call_id
 from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.options import GenerationOptions
 from lynx_edge.serve.wire import (
@@ -143,14 +143,49 @@ class Options(BaseModel):
         return given
 
 
+class CalledFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: StrictStr
+    arguments: dict[str, Any] = {}
+
+
+class CalledTool(BaseModel):
+    """An earlier assistant turn's call, as Ollama sends it back."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: StrictStr | None = None
+    function: CalledFunction
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: StrictStr = ""
     thinking: StrictStr | None = None  # an earlier turn's thinking: the template drops it
     images: list[Any] | None = None
-    tool_calls: list[Any] | None = None
+    tool_calls: list[CalledTool] | None = None
     tool_name: StrictStr | None = None
+    tool_call_id: StrictStr | None = None
+
+    def plain(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            message["content"] = self.content or None
+            message["tool_calls"] = [
+                {"id": c.id or new_call_id(), "type": "function", "function": c.function.model_dump()}
+                for c in self.tool_calls
+            ]
+        if self.role == "tool":
+            message["tool_call_id"] = self.tool_call_id or ""
+            if self.tool_name:
+                message["name"] = self.tool_name
+        return message
+
+
+class WireTool(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["function"] = "function"
+    function: dict[str, Any]
 
 
 class _Common(BaseModel):
@@ -172,7 +207,7 @@ class _Common(BaseModel):
             return ThinkingAsked(effort=self.think)
         return ThinkingAsked(think=self.think is not False)
 
-    def ask(self, messages: list[dict[str, str]], defaults: GenerationOptions, served: Served) -> Ask:
+    def ask(self, messages: list[dict[str, Any]], defaults: GenerationOptions, served: Served, **tools: Any) -> Ask:
         options = self.options or Options()
         schema = {"type": "object"} if self.format == "json" else (self.format or None)
         wire = {ours: f"options.{theirs}" for theirs, ours in HONOURED.items()} | {"json_schema": "format"}
@@ -188,6 +223,7 @@ class _Common(BaseModel):
                 logprobs=self.logprobs or bool(self.top_logprobs),
                 top_logprobs=self.top_logprobs or 0,
                 **sampling,
+                **tools,
             ),
             stops=list(options.stop or []),
             stream=self.stream,
@@ -197,7 +233,7 @@ class _Common(BaseModel):
 
 class ChatRequest(_Common):
     messages: list[ChatMessage] = []
-    tools: list[Any] | None = None
+    tools: list[WireTool] | None = None
 
 
 class GenerateRequest(_Common):
@@ -224,25 +260,25 @@ class Route:
     def parse(self, body: Any) -> _Common:
         request = validate(self.request, body)
         if isinstance(request, ChatRequest):
-            refuse_present(body, ("tools",), "lynx-edge yet (tool calling is coming)")
             for i, message in enumerate(request.messages):
-                for name in ("images", "tool_calls", "tool_name"):
-                    if getattr(message, name):
-                        raise unsupported(f"messages[{i}].{name}")
+                if message.images:
+                    raise unsupported(f"messages[{i}].images")
         else:
             refuse_present(body, ("suffix", "template", "context", "raw", "images"))
         return request
 
     def start(self, body: Any, defaults: GenerationOptions, served: Served) -> tuple[Ask, OllamaWriter]:
         request = self.parse(body)
+        tools: dict[str, Any] = {}
         if isinstance(request, ChatRequest):
-            messages = [{"role": m.role, "content": m.content} for m in request.messages]
+            messages = [m.plain() for m in request.messages]
             if messages and messages[-1]["role"] == "assistant":
-                raise ApiError(400, "the last message must come from the user (or system)", param="messages")
+                raise ApiError(400, "the last message must come from the user, a tool or the system", param="messages")
+            tools = {"tools": [t.function for t in request.tools or []]}
         else:
             system = [{"role": "system", "content": request.system}] if request.system else []
             messages = [*system, {"role": "user", "content": request.prompt}]
-        ask = request.ask(messages, defaults, served)
+        ask = request.ask(messages, defaults, served, **tools)
         return ask, OllamaWriter(request.model, chat=self.is_chat, logprobs=ask.options.logprobs)
 
 
@@ -341,7 +377,7 @@ def show(engine: Engine) -> dict[str, Any]:
             f"{arch}.block_count": info.n_layer,
             "tokenizer.ggml.vocab_size": info.n_vocab,
         },
-        "capabilities": ["completion", "thinking"],
+        "capabilities": ["completion", "thinking", "tools"],
         "modified_at": modified,
     }
 
@@ -414,8 +450,15 @@ class OllamaWriter:
             "lynx": lynx_stats(got.reply),
         }
 
+    def _calls(self, part: dict[str, Any], result: GenerationResult) -> dict[str, Any]:
+        """``part`` with the reply's calls in its message (Ollama's shape: arguments an object)."""
+        if self.chat and result.tool_calls:
+            calls = [{"id": c.id, "function": {"name": c.name, "arguments": c.arguments}} for c in result.tool_calls]
+            part["message"]["tool_calls"] = calls
+        return part
+
     def closing(self, got: Collected) -> list[str]:
-        return [self._line({**self._part("", None), **self._done(got)})]
+        return [self._line({**self._calls(self._part("", None), got.reply.result), **self._done(got)})]
 
     def failed(self, error: ApiError) -> list[str]:
         return [self._line({"error": error.message})]
@@ -423,4 +466,4 @@ class OllamaWriter:
     def response(self, got: Collected) -> dict[str, Any]:
         reply = got.reply
         part = self._part(got.answer, reply.thinking or None, tuple(reply.answer_logprobs))
-        return {**part, **self._done(got)}
+        return {**self._calls(part, reply.result), **self._done(got)}

@@ -10,13 +10,14 @@ conversation as ``input``). Errors are OpenAI's shape. No HTTP here.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from lynx_edge.events import GenerationResult, TokenLogprob
+from lynx_edge.events import GenerationResult, TokenLogprob, ToolCall
 from lynx_edge.runtime.options import GenerationOptions
 from lynx_edge.serve.openai_chat import Reasoning, sse  # the same reasoning object
 from lynx_edge.serve.wire import (
@@ -35,7 +36,7 @@ from lynx_edge.serve.wire import (
     validate,
 )
 
-UNSUPPORTED = ("tools", "tool_choice", "prompt", "background")
+UNSUPPORTED = ("prompt", "background")
 STATEFUL = ("previous_response_id", "conversation")
 STATELESS = "lynx-edge keeps no responses: send the whole conversation as 'input'"
 
@@ -47,12 +48,34 @@ class Part(BaseModel):
 
 
 class Item(BaseModel):
-    """An ``input`` item: a message (its text parts are read); earlier reasoning is dropped."""
+    """An ``input`` item: a message (its text parts are read), an earlier call and its output;
+    earlier reasoning is dropped."""
 
     model_config = ConfigDict(extra="allow")
-    type: Literal["message", "reasoning"] | None = None
+    type: Literal["message", "reasoning", "function_call", "function_call_output"] | None = None
     role: Literal["user", "assistant", "system", "developer"] | None = None
     content: StrictStr | list[Part] | None = None
+    call_id: StrictStr | None = None
+    name: StrictStr | None = None
+    arguments: StrictStr | None = None
+    output: StrictStr | None = None
+
+
+class FunctionTool(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["function"]
+    name: StrictStr
+    description: StrictStr | None = None
+    parameters: dict[str, Any] | None = None
+
+    def declared(self) -> dict[str, Any]:
+        parameters = self.parameters or {"type": "object", "properties": {}}
+        return {"name": self.name, "description": self.description or "", "parameters": parameters}
+
+
+class NamedFunction(BaseModel):
+    type: Literal["function"]
+    name: StrictStr
 
 
 class Format(BaseModel):
@@ -81,14 +104,32 @@ class ResponsesRequest(BaseModel):
     text: Text | None = None
     stream: StrictBool = False
     store: StrictBool | None = None
+    tools: list[FunctionTool] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedFunction | None = None
+    parallel_tool_calls: StrictBool = True
     lynx: LynxOptions | None = None
 
-    def chat(self) -> list[dict[str, str]]:
-        chat = [{"role": "system", "content": self.instructions}] if self.instructions else []
+    def tool_fields(self) -> dict[str, Any]:
+        """``tools``, ``tool_choice`` and ``parallel_tool_calls`` in the options' terms."""
+        choice = self.tool_choice
+        return {
+            "tools": [t.declared() for t in self.tools or []],
+            "tool_choice": choice.name if isinstance(choice, NamedFunction) else choice or "auto",
+            "parallel_tool_calls": self.parallel_tool_calls,
+        }
+
+    def chat(self) -> list[dict[str, Any]]:
+        chat: list[dict[str, Any]] = [{"role": "system", "content": self.instructions}] if self.instructions else []
         if isinstance(self.input, str):
             return [*chat, {"role": "user", "content": self.input}]
         for i, item in enumerate(self.input):
             if item.type == "reasoning":
+                continue
+            if item.type == "function_call":
+                chat.append(_call_turn(chat, item, i))
+                continue
+            if item.type == "function_call_output":
+                chat.append({"role": "tool", "tool_call_id": item.call_id or "", "content": item.output or ""})
                 continue
             if item.role is None:
                 raise ApiError(400, f"'input[{i}].role' is required for a message item", param=f"input[{i}].role")
@@ -103,7 +144,9 @@ class ResponsesRequest(BaseModel):
                 content = item.content or ""
             chat.append({"role": "system" if item.role == "developer" else item.role, "content": content})
         if not chat or chat[-1]["role"] == "assistant":
-            raise ApiError(400, "the last input item must be a user (or system) message", param="input")
+            raise ApiError(
+                400, "the last input item must be a user or system message, or a call's output", param="input"
+            )
         return chat
 
     def json_schema(self) -> dict[str, Any] | None:
@@ -113,6 +156,31 @@ class ResponsesRequest(BaseModel):
         if spec.type == "json_schema" and spec.schema_ is None:
             raise ApiError(400, "'text.format.schema' is required for a json_schema format", param="text.format.schema")
         return spec.schema_ if spec.type == "json_schema" else {"type": "object"}
+
+
+def _call_turn(chat: list[dict[str, Any]], item: Item, index: int) -> dict[str, Any]:
+    """An earlier ``function_call`` item as an assistant call (calls in a row join one turn:
+    the previous assistant turn is taken off ``chat`` and returned with this call added)."""
+    if not item.name or item.call_id is None:
+        raise ApiError(
+            400, f"'input[{index}]': a function_call item needs 'name' and 'call_id'", param=f"input[{index}]"
+        )
+    try:
+        arguments = json.loads(item.arguments or "{}")
+    except json.JSONDecodeError:
+        raise ApiError(
+            400,
+            f"'input[{index}].arguments' is not JSON: send the call's arguments as JSON text",
+            param=f"input[{index}]",
+        ) from None
+    call = {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": arguments}}
+    if chat and chat[-1]["role"] == "assistant" and chat[-1].get("tool_calls"):
+        turn = chat.pop()
+        return {**turn, "tool_calls": [*turn["tool_calls"], call]}
+    if chat and chat[-1]["role"] == "assistant":
+        turn = chat.pop()
+        return {**turn, "tool_calls": [call]}
+    return {"role": "assistant", "content": None, "tool_calls": [call]}
 
 
 def start(body: Any, defaults: GenerationOptions, served: Served) -> tuple[Ask, ResponseWriter]:
@@ -129,6 +197,7 @@ def start(body: Any, defaults: GenerationOptions, served: Served) -> tuple[Ask, 
         asked,
         request.lynx,
         {"max_tokens": "max_output_tokens", "json_schema": "text.format", "top_logprobs": "top_logprobs"},
+        **request.tool_fields(),
         max_tokens=request.max_output_tokens,
         temperature=request.temperature,
         top_p=request.top_p,
@@ -190,7 +259,7 @@ class ResponseWriter:
             "max_output_tokens": request.max_output_tokens,
             "model": self.model,
             "output": output,
-            "parallel_tool_calls": False,
+            "parallel_tool_calls": request.parallel_tool_calls,
             "previous_response_id": None,
             "reasoning": {"effort": request.reasoning.effort if request.reasoning else None, "summary": None},
             "store": False,
@@ -200,8 +269,10 @@ class ResponseWriter:
                 if request.text and request.text.format
                 else {"type": "text"}
             },
-            "tool_choice": "auto",
-            "tools": [],
+            "tool_choice": request.tool_choice.model_dump()
+            if isinstance(request.tool_choice, NamedFunction)
+            else request.tool_choice or "auto",
+            "tools": [t.model_dump(exclude_none=True) for t in request.tools or []],
             "top_p": request.top_p,
             "truncation": "disabled",
             "usage": None,
@@ -290,22 +361,68 @@ class ResponseWriter:
         logprobs = _logprobs(piece.answer_logprobs)
         return [*frames, self._event("response.output_text.delta", **where, delta=piece.answer, logprobs=logprobs)]
 
+    @staticmethod
+    def _call_item(call: ToolCall, status: str = "completed") -> dict[str, Any]:
+        arguments = json.dumps(call.arguments, ensure_ascii=False) if status == "completed" else ""
+        return {
+            "id": f"fc_{call.id.removeprefix('call_')}",
+            "type": "function_call",
+            "call_id": call.id,
+            "name": call.name,
+            "arguments": arguments,
+            "status": status,
+        }
+
+    def _calls(self, calls: tuple[ToolCall, ...]) -> list[str]:
+        """Each call as a ``function_call`` item: added, its arguments as one delta, done."""
+        frames = []
+        for call in calls:
+            self.items += 1
+            at = self.items - 1
+            item = self._call_item(call)
+            frames += [
+                self._event("response.output_item.added", output_index=at, item=self._call_item(call, "in_progress")),
+                self._event(
+                    "response.function_call_arguments.delta",
+                    item_id=item["id"],
+                    output_index=at,
+                    delta=item["arguments"],
+                ),
+                self._event(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=at,
+                    arguments=item["arguments"],
+                ),
+                self._event("response.output_item.done", output_index=at, item=item),
+            ]
+        return frames
+
     def closing(self, got: Collected) -> list[str]:
-        frames = self._open_message()
+        calls = got.reply.result.tool_calls
         status = "incomplete" if got.length_cut else "completed"
-        where = {"item_id": self.message_id, "output_index": self.items - 1, "content_index": 0}
-        message = self._message_item(status, got.reply.answer_logprobs)
-        frames += [
-            self._event("response.output_text.done", **where, text=self.said, logprobs=[]),
-            self._event("response.content_part.done", **where, part=message["content"][0]),
-            self._event("response.output_item.done", output_index=self.items - 1, item=message),
-        ]
+        frames = []
+        if self.said or not calls:
+            frames = self._open_message()
+            where = {"item_id": self.message_id, "output_index": self.items - 1, "content_index": 0}
+            message = self._message_item(status, got.reply.answer_logprobs)
+            frames += [
+                self._event("response.output_text.done", **where, text=self.said, logprobs=[]),
+                self._event("response.content_part.done", **where, part=message["content"][0]),
+                self._event("response.output_item.done", output_index=self.items - 1, item=message),
+            ]
+        else:
+            frames = self._finish_open()
+        frames += self._calls(calls)
         body = self._final(got, status)
         return [*frames, self._event(f"response.{status}", response=body)]
 
     def _final(self, got: Collected, status: str) -> dict[str, Any]:
         output = [self._reasoning_item("completed")] if self.thought else []
-        output.append(self._message_item(status, got.reply.answer_logprobs))
+        calls = got.reply.result.tool_calls
+        if self.said or not calls:
+            output.append(self._message_item(status, got.reply.answer_logprobs))
+        output += [self._call_item(call) for call in calls]
         body = self._response(status, output, got.reply.result)
         body["lynx"] = lynx_stats(got.reply)
         return body
