@@ -59,6 +59,9 @@ class RunPrinter:
             return
         if self.reply.answer:
             click.echo()
+        for call in result.tool_calls:  # one JSON object per call, for the caller to run
+            self._newline()
+            click.echo(json.dumps(asdict(call), ensure_ascii=False))
         self._newline()
         click.echo(click.style(stats_line(result, self.reply.savings), dim=True), err=True)
 

@@ -4,8 +4,9 @@ decode speed of a call under its grammar against free decoding.
     python studies/tool_calls.py            # → studies/results/tool-calls.json
 
 1. ``forced``: the first 100 problems of ``data/synthetic/test.jsonl`` with a ``calculator``
-   and a ``lookup`` tool and ``tool_choice`` required (then each tool by name for 10 problems
-   more): every call must parse and validate against its tool's schema (``jsonschema``).
+   and a ``lookup`` tool and ``tool_choice`` required, one call per reply (then each tool by
+   name for 10 problems more): every reply must end in calls that parse and validate against
+   their tool's schema (``jsonschema``). ``parallel``: 30 more with parallel calls allowed.
 2. ``speed``: the answer phase alone (thinking off, so each reply is only a call or only
    text), greedy, on 20 problems, interleaved: tokens per second of a forced call under its
    grammar over those of a free answer (``tool_choice`` none, no grammar) in the same run.
@@ -64,13 +65,10 @@ def valid(result: GenerationResult) -> bool:
     return True
 
 
-def forced(engine: Engine, questions: list[str]) -> dict[str, Any]:
-    runs = [("required", q) for q in questions[:100]] + [
-        (tool["name"], q) for tool in TOOLS for q in questions[100:110]
-    ]
+def forced(engine: Engine, runs: list[tuple[str, str]], *, parallel: bool) -> dict[str, Any]:
     rows = []
     for choice, question in runs:
-        result = answer(engine, question, tool_choice=choice, max_tokens=512)
+        result = answer(engine, question, tool_choice=choice, max_tokens=512, parallel_tool_calls=parallel)
         rows.append(
             {
                 "tool_choice": choice,
@@ -78,6 +76,7 @@ def forced(engine: Engine, questions: list[str]) -> dict[str, Any]:
                 "calls": [{"name": c.name, "arguments": c.arguments} for c in result.tool_calls],
                 "thinking_tokens": result.tokens.thinking,
                 "answer_tokens": result.tokens.answer,
+                "finish_reason": result.finish_reason,
             }
         )
         print(f"{len(rows):4d} {choice:10s} {rows[-1]['valid']} {rows[-1]['calls']}", file=sys.stderr)
@@ -115,10 +114,16 @@ def speed(engine: Engine, questions: list[str]) -> dict[str, Any]:
 def main() -> None:
     questions = [p.question for p in load_problems(ROOT / "data/synthetic/test.jsonl").problems]
     engine = Engine(n_threads=2)
-    results = {"model": engine.model_name, "speed": speed(engine, questions), "forced": forced(engine, questions)}
+    single = [("required", q) for q in questions[:100]] + [(t["name"], q) for t in TOOLS for q in questions[100:110]]
+    results = {
+        "model": engine.model_name,
+        "speed": speed(engine, questions),
+        "forced": forced(engine, single, parallel=False),
+        "parallel": forced(engine, [("required", q) for q in questions[110:140]], parallel=True),
+    }
     RESULTS.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-    summary = {k: v for k, v in results["forced"].items() if k != "rows"}
-    print(json.dumps({"speed": results["speed"], "forced": summary}, indent=1))
+    summary = {name: {k: v for k, v in results[name].items() if k != "rows"} for name in ("forced", "parallel")}
+    print(json.dumps({"speed": results["speed"], **summary}, indent=1))
 
 
 if __name__ == "__main__":

@@ -94,7 +94,11 @@ def schema_option(name: str, *flags: str, **extra: Any) -> Callable[[F], F]:
     return click.option(*flags, name, **{**settings, **extra})
 
 
-FLAGS = {"think": "--no-think", "json_schema": "--json-schema"}  # fields whose flag is not --field-name
+FLAGS = {
+    "think": "--no-think",
+    "json_schema": "--json-schema",
+    "tools": "--tools",
+}  # fields whose flag is not --field-name
 
 
 def risk_options(func: F) -> F:
@@ -151,6 +155,14 @@ def generation_options(func: F) -> F:
                 help="The answer (not the thinking) must be JSON valid against this schema file.",
             ),
             click.option("--json-object", is_flag=True, help="The answer must be a JSON object."),
+            click.option(
+                "--tools",
+                "tools_file",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="A JSON list of functions the model may call ({name, description, parameters}, "
+                "or OpenAI's {type: function, function: …}); a call is printed as JSON.",
+            ),
+            schema_option("tool_choice", "--tool-choice"),
             schema_option("answer_reserve", "--answer-reserve"),
             thinking_options,
             schema_option("frequency_penalty", "--frequency-penalty"),
@@ -174,6 +186,7 @@ def options_from(kwargs: dict[str, Any]) -> GenerationOptions:
     if "loop_guard_switch" in kwargs:
         values["loop_guard"] = kwargs.pop("loop_guard_switch") == "on"
     values["json_schema"] = _json_schema(kwargs.pop("json_schema_file", None), kwargs.pop("json_object", False))
+    values["tools"] = _tools(kwargs.pop("tools_file", None))
     if values.get("top_logprobs"):
         values["logprobs"] = True
     given = {k: v for k, v in values.items() if v is not None and v != ()}
@@ -183,6 +196,19 @@ def options_from(kwargs: dict[str, Any]) -> GenerationOptions:
         flag = FLAGS.get(exc.field or "", f"--{(exc.field or '').replace('_', '-')}")
         message = str(exc).replace(f"pass e.g. {exc.field}=", f"pass e.g. {flag} ")  # the flag, not the field
         raise click.BadParameter(message, param_hint=f"'{flag}'") from None
+
+
+def _tools(path: Path | None) -> list[dict[str, Any]] | None:
+    """The functions of a --tools file, in either common shape."""
+    if path is None:
+        return None
+    try:
+        tools = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SettingError(f"cannot read the tools {path} ({exc}): pass a JSON file", field="tools") from None
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise SettingError(f"the tools in {path} are not a JSON list of objects: pass [{{name, parameters}}, …]")
+    return [t.get("function", t) if t.get("type") == "function" else t for t in tools]
 
 
 def _json_schema(path: Path | None, json_object: bool) -> dict[str, Any] | None:

@@ -312,3 +312,17 @@ def test_thinking_budget_and_loop_guard_flags_reach_the_runtime() -> None:
     assert code == 2 and "--loop-guard" in err
     code, _, err = invoke("run", PROBLEM, "--thinking-budget", "0")
     assert code == 2 and "--thinking-budget" in err and "≥ 1" in err
+
+
+def test_run_with_tools_prints_each_call_as_json(tmp_path: Path) -> None:
+    """`run --tools FILE --tool-choice NAME`: the call comes out on stdout as JSON that
+    validates against the tool's schema; a tool choice that names no tool is a usage error."""
+    parameters = {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]}
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps([{"type": "function", "function": {"name": "calculator", "parameters": parameters}}]))
+    code, out, _ = invoke("run", PROMPT, "--tools", str(tools), "--tool-choice", "calculator", "-t", "0")
+    calls = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert code == 0 and calls and {c["name"] for c in calls} == {"calculator"}
+    assert all(isinstance(c["arguments"]["expression"], str) and c["id"].startswith("call_") for c in calls)
+    code, _, err = invoke("run", PROMPT, "--tools", str(tools), "--tool-choice", "weather")
+    assert code == 2 and "calculator" in err and "--tool-choice" in err
