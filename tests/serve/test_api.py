@@ -153,8 +153,10 @@ def test_the_server_default_risk_level_applies_when_a_request_names_none() -> No
         ({"messages": USER, "response_format": {"type": "xml"}}, "response_format.type"),
         ({"messages": USER, "stream_options": "yes"}, "stream_options"),
         ({"messages": USER, "model": 7}, "model"),
-        ({"messages": USER, "tools": [{"type": "function"}]}, "tools"),
-        ({"messages": USER, "tool_choice": "auto"}, "tool_choice"),
+        ({"messages": USER, "tools": [{"type": "function"}]}, "tools[0].function"),
+        ({"messages": USER, "tool_choice": "sometimes"}, "tool_choice"),
+        ({"messages": USER, "tool_choice": "required"}, "tool_choice"),  # and no tools
+        ({"messages": USER, "tools": [{"type": "function", "function": {"name": "a b"}}]}, "tools"),
         ({"messages": USER, "audio": {"voice": "x"}}, "audio"),
         ({"messages": [{"role": "assistant", "content": "x"}]}, "messages"),
     ],

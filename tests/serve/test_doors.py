@@ -215,7 +215,7 @@ def test_anthropic_errors_come_in_anthropics_shape(claude: anthropic.Anthropic, 
         claude.messages.create(model="claude-sonnet-4-5", max_tokens=100, messages=USER)
     with pytest.raises(anthropic.BadRequestError) as info:
         claude.messages.create(
-            model=MODEL, max_tokens=100, messages=USER, tools=[{"name": "f", "input_schema": {"type": "object"}}]
+            model=MODEL, max_tokens=100, messages=USER, tools=[{"type": "web_search_20250305", "name": "web_search"}]
         )
     assert "tools" in str(info.value)
     missing = raw(server, "/v1/messages", {"model": MODEL, "messages": USER})

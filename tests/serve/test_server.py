@@ -228,9 +228,9 @@ def test_unsupported_fields_are_refused_by_name(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         ask(
             client,
-            tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            functions=[{"name": "f", "parameters": {"type": "object"}}],
         )
-    assert info.value.body["param"] == "tools" and "not supported" in info.value.body["message"]
+    assert info.value.body["param"] == "functions" and "not supported" in info.value.body["message"]
 
 
 def test_extra_body_lynx_settings_are_applied(client: openai.OpenAI) -> None:
