@@ -29,22 +29,7 @@ from lynx_edge.runtime.options import GenerationOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "studies/results/tool-calls.json"
-TOOLS = [
-    {
-        "name": "calculator",
-        "description": "Evaluate an arithmetic expression such as 8 * 23.",
-        "parameters": {
-            "type": "object",
-            "properties": {"expression": {"type": "string"}},
-            "required": ["expression"],
-        },
-    },
-    {
-        "name": "lookup",
-        "description": "Look up a stored number by its name.",
-        "parameters": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
-    },
-]
+TOOLS = [t["function"] for t in json.loads((ROOT / "data/tools/calculator-lookup.json").read_text())]
 SCHEMAS = {t["name"]: t["parameters"] for t in TOOLS}
 
 

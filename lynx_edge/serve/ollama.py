@@ -38,6 +38,7 @@ from lynx_edge.serve.wire import (
     generation_options,
     lynx_stats,
     refuse_present,
+    turn,
     unsupported,
     validate,
 )
@@ -168,18 +169,11 @@ class ChatMessage(BaseModel):
     tool_call_id: StrictStr | None = None
 
     def plain(self) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": self.role, "content": self.content}
-        if self.tool_calls:
-            message["content"] = self.content or None
-            message["tool_calls"] = [
-                {"id": c.id or new_call_id(), "type": "function", "function": c.function.model_dump()}
-                for c in self.tool_calls
-            ]
-        if self.role == "tool":
-            message["tool_call_id"] = self.tool_call_id or ""
-            if self.tool_name:
-                message["name"] = self.tool_name
-        return message
+        calls = [
+            {"id": c.id or new_call_id(), "type": "function", "function": c.function.model_dump()}
+            for c in self.tool_calls or []
+        ]
+        return turn(self.role, self.content, calls, self.tool_call_id, self.tool_name)
 
 
 class WireTool(BaseModel):

@@ -31,6 +31,7 @@ from lynx_edge.serve.wire import (
     generation_options,
     lynx_stats,
     refuse_present,
+    turn,
     validate,
 )
 
@@ -98,14 +99,9 @@ class Message(BaseModel):
 
     def plain(self) -> dict[str, Any]:
         text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
-        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": text}
-        if self.tool_calls:
-            message["tool_calls"] = [call.entry() for call in self.tool_calls]
-        if self.role == "tool":
-            message["tool_call_id"] = self.tool_call_id or ""
-            if self.name:
-                message["name"] = self.name
-        return message
+        role = "system" if self.role == "developer" else self.role
+        calls = [call.entry() for call in self.tool_calls or []]
+        return turn(role, text, calls, self.tool_call_id, self.name)
 
 
 class FunctionTool(BaseModel):

@@ -104,6 +104,25 @@ class Ask:
     show_thinking: bool = True
 
 
+def turn(
+    role: str,
+    content: str | None,
+    calls: list[dict[str, Any]] | None = None,
+    tool_call_id: str | None = None,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """One conversation turn in the engine's terms: an assistant's calls (then no text is
+    ``None``, as templates expect), a tool result with the call it answers."""
+    message: dict[str, Any] = {"role": role, "content": (content or None) if calls else content or ""}
+    if calls:
+        message["tool_calls"] = calls
+    if role == "tool":
+        message["tool_call_id"] = tool_call_id or ""
+        if name:
+            message["name"] = name
+    return message
+
+
 def generation_options(
     defaults: GenerationOptions,
     asked: ThinkingAsked,

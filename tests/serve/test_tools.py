@@ -6,6 +6,7 @@ OpenAI deltas."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import anthropic
 import jsonschema
@@ -19,26 +20,7 @@ from live import KEY, MODEL
 
 pytestmark = pytest.mark.clients
 
-CALCULATOR = {
-    "type": "function",
-    "function": {
-        "name": "calculator",
-        "description": "Evaluate an arithmetic expression such as 8 * 23.",
-        "parameters": {
-            "type": "object",
-            "properties": {"expression": {"type": "string"}},
-            "required": ["expression"],
-        },
-    },
-}
-LOOKUP = {
-    "type": "function",
-    "function": {
-        "name": "lookup",
-        "description": "Look up a stored number by its name.",
-        "parameters": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
-    },
-}
+CALCULATOR, LOOKUP = json.loads((Path(__file__).resolve().parents[2] / "data/tools/calculator-lookup.json").read_text())
 ASK = [{"role": "user", "content": "What is 8 * 23? Use the calculator."}]
 GREEDY = {"temperature": 0, "max_tokens": 300}
 
