@@ -143,13 +143,24 @@ def plain_llama(path: str | Path, **kwargs: object) -> llama_cpp.Llama:
         L.llama_model_default_params = default
 
 
+LOOSE_CHAR = 'char ::= [^"\\\\] |'
+STRICT_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+
+def _strict_strings(gbnf: str) -> str:
+    """JSON strings without raw control characters, as JSON requires and llama.cpp's own C++
+    converter writes them (the Python port lets a string run on over new lines, which a
+    small model does until the token limit)."""
+    return gbnf.replace(LOOSE_CHAR, STRICT_CHAR)
+
+
 def json_grammar(schema: dict | None = None) -> str:
     """GBNF for a JSON answer: any object (``schema`` None) or one that validates against
     ``schema``, made by llama.cpp's own converter (as llama-cpp-python ships it)."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     try:
-        return json_schema_to_gbnf(json.dumps({"type": "object"} if schema is None else schema))
+        return _strict_strings(json_schema_to_gbnf(json.dumps({"type": "object"} if schema is None else schema)))
     except (AssertionError, KeyError, ValueError, TypeError, RecursionError) as exc:
         raise SettingError(f"the JSON schema cannot become a grammar ({exc}): simplify it or check its $refs") from None
 
@@ -172,9 +183,8 @@ def tool_call_grammar(tools: Sequence[FunctionTool], fmt: ToolFormat, *, most: i
             f"tool {tool.name!r}: its parameters cannot become a grammar ({exc}): simplify the schema", field="tools"
         ) from None
     more = f' ( "\\n" tool-call ){{0,{most - 1}}}' if most > 1 else ""
-    return (
-        f"{converter.format_grammar()}\ntool-call ::= {' | '.join(calls)}\nroot ::= [ \\t\\n]{{0,8}} tool-call{more}\n"
-    )
+    rules = _strict_strings(converter.format_grammar())
+    return f"{rules}\ntool-call ::= {' | '.join(calls)}\nroot ::= [ \\t\\n]{{0,8}} tool-call{more}\n"
 
 
 class _CaptureState(ctypes.Structure):

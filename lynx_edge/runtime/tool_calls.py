@@ -211,16 +211,24 @@ def _call(value: Any, key: str) -> ToolCall | None:
 
 
 def _tagged(text: str, fmt: ToolFormat) -> list[ToolCall]:
-    """Every closed ``<tool_call>`` block, and an unclosed last one when it parses; a reply
-    whose closed blocks do not all parse is text, not calls."""
-    closed = re.findall(r"<tool_call>(.*?)</tool_call>", text, flags=re.S)
-    tail = text.rsplit("</tool_call>", 1)[-1] if closed else text
-    last = re.findall(r"<tool_call>(.*)$", tail, flags=re.S)
-    calls = [_call(v, fmt.arguments_key) for block in closed for v in _objects(block)[:1]]
-    if len(calls) < len(closed) or not all(calls):
-        return []
-    ending = [_call(v, fmt.arguments_key) for block in last for v in _objects(block)[:1]]
-    return calls + [c for c in ending if c]
+    """The call that follows each ``<tool_call>``, read as JSON (so a closing tag inside an
+    argument's string is text, not the end of the call); a call cut short by the token limit
+    is left out, and a reply with a block that is not a call is text, not calls."""
+    decoder = json.JSONDecoder()
+    calls, at = [], 0
+    while (opened := text.find(fmt.opener, at)) >= 0:
+        start = text.find("{", opened)
+        try:
+            value, at = decoder.raw_decode(text, start) if start >= 0 else (None, len(text))
+        except json.JSONDecodeError:
+            if "</tool_call>" in text[start:]:  # a closed block that is not a call
+                return []
+            break  # the last call, cut short
+        call = _call(value, fmt.arguments_key)
+        if call is None:
+            return []
+        calls.append(call)
+    return calls
 
 
 def _deepseek(text: str, _: ToolFormat) -> list[ToolCall]:

@@ -101,3 +101,12 @@ def test_the_generic_form_is_taught_in_words_the_parser_reads() -> None:
     assert '"name": "lookup"' in words and "<tool_call>" in words
     example = words[words.index("<tool_call>") :].split("and nothing else")[0]
     assert GENERIC.opens_at(example) == 0
+
+
+def test_a_closing_tag_inside_an_argument_is_text_and_a_cut_last_call_is_left_out() -> None:
+    text = (
+        '<tool_call>\n{"name": "calc", "arguments": {"expression": "1 + 1 </tool_call>"}}\n</tool_call>\n'
+        '<tool_call>\n{"name": "calc", "arguments": {"expr'
+    )
+    before, calls = HERMES.parse(text)
+    assert before == "" and [(c.name, c.arguments) for c in calls] == [("calc", {"expression": "1 + 1 </tool_call>"})]

@@ -153,3 +153,18 @@ def test_a_forced_call_on_the_reasoner_validates_and_never_streams_as_text(reaso
     assert done.result.finish_reason == "tool_calls"
     assert "".join(e.text for e in events if isinstance(e, AnswerDelta)) == done.result.answer == ""
     assert json.dumps(calls[0].arguments)  # plain JSON, ready for the wire
+
+
+def test_a_calls_strings_hold_no_raw_line_breaks(reasoner: Engine) -> None:
+    """JSON forbids raw control characters in strings; without that rule a small model's
+    argument runs on over new lines until the token limit."""
+    import llama_cpp.llama_cpp as L
+
+    from lynx_edge.runtime.llama_backend import tool_call_grammar
+
+    b = reasoner.backend
+    grammar = b.grammar(tool_call_grammar(GenerationOptions(tools=[CALCULATOR]).tools, reasoner.tool_format))
+    for token in b.tokenize('<tool_call>\n{"name": "calculator", "arguments": {"expression": "'):
+        L.llama_sampler_accept(grammar._sampler, token)
+    newline, digit = b.tokenize("\n")[0], b.tokenize("8")[0]
+    assert not b._allows(grammar, newline, 0.0) and b._allows(grammar, digit, 0.0)
