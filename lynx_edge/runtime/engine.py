@@ -295,10 +295,11 @@ class Engine:
                 field="exit_style",
             )
         most = MAX_PARALLEL_CALLS if options.parallel_tool_calls else 1
-        grammar = self.backend.grammar(tool_call_grammar(options.callable_tools, self.tool_format, most=most))
+        gbnf = tool_call_grammar(options.callable_tools, self.tool_format, most=most)
+        grammar = self.backend.grammar(gbnf)
         if grammar is None:
             raise SettingError("the tools' grammar does not parse in llama.cpp: check their parameters", field="tools")
-        return ToolUse(self.tool_format, options.calls_forced, grammar)
+        return ToolUse(self.tool_format, options.calls_forced, grammar, gbnf)
 
     def _system_prompt_of(self, messages: Messages) -> str | None:
         """The system message the model will see: the request's own, else the scaffold's."""

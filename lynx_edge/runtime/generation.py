@@ -20,6 +20,7 @@ back from the stream), and the loop guard closes a thinking that repeats itself 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +51,7 @@ from lynx_edge.runtime.stream import StreamGate
 from lynx_edge.runtime.tool_calls import ToolCall, ToolFormat
 
 Policy = NoExit | ProbeExit | TrialExit
+CALL_CLOSE_MARGIN = 24  # tokens before the limit at which an open call is nudged shut
 
 
 class _ContextFull(Exception):
@@ -97,6 +99,7 @@ class ToolUse:
     format: ToolFormat
     forced: bool
     grammar: Grammar
+    gbnf: str  # to compile the grammar afresh when a looping call is taken back
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,10 @@ class Generation:
         self.tools = plan.tools
         self.call_open = False  # a call has opened in the answer: its grammar holds from here
         self.call_in_thinking = False  # the model began a call inside its thinking
+        self.call_from: int | None = None  # the first token sampled under the call's grammar
+        self.looping_call: int | None = None  # where a call caught looping is taken back to
+        self.closing_call: Sampler | None = None  # the request's sampler, while a call is nudged shut
+        self.call_shut = False  # a call that would not end was nudged shut (once per reply)
 
     # ---- main loop ------------------------------------------------------------------
     def steps(self) -> Step:
@@ -186,7 +193,14 @@ class Generation:
                 if len(self.ledger) >= self.cap or len(b.seqs[self.seq]) >= b.n_ctx:
                     self.finish_reason = "length"
                     break
-                token = b.sample(self.sampler, out.row, self._grammar_now())
+                if self._call_running_out():
+                    if self._end_at_last_call():
+                        break
+                    out = yield from self._close_looping_call(len(self.ledger), out)
+                grammar = self._grammar_now()
+                if grammar is not None and grammar is self.call_grammar and self.call_from is None:
+                    self.call_from = len(self.ledger)
+                token = b.sample(self.sampler, out.row, grammar)
                 if self._cut_due(token):
                     out = yield from self._window_exit(token)
                     continue
@@ -223,7 +237,11 @@ class Generation:
                     return exit_out, False
         prev = len(self.ledger.text)
         self.ledger.commit(token, logprob)
+        if self.closing_call is not None and '"' in new:  # the looping string is closed
+            self.sampler, self.closing_call = self.closing_call, None
         if self._loops_at(token):
+            if self.looping_call is not None and not self._end_at_last_call():
+                return (yield from self._close_looping_call(self.looping_call, out)), False
             return out, True
         call_at = self._call_start(prev)
         if call_at is not None:
@@ -260,6 +278,51 @@ class Generation:
     @property
     def _calls_allowed(self) -> bool:
         return self.tools is not None and self.boxed is None
+
+    @property
+    def call_grammar(self) -> Grammar | None:
+        return self.tools.grammar if self.tools is not None else None
+
+    def _call_running_out(self) -> bool:
+        """A call still open this close to the token limit (its string may never end)."""
+        return self.call_from is not None and not self.call_shut and len(self.ledger) >= self.cap - CALL_CLOSE_MARGIN
+
+    def _end_at_last_call(self) -> bool:
+        """End the reply after its last complete call, when it holds one (the calls after it
+        would not end in time); False when no call is complete yet."""
+        ledger = self.ledger
+        answer = ledger.text[ledger.answer_start :]
+        closing = self.tools.format.framing("_")[1].strip()
+        end = answer.rfind(closing)
+        if end < 0 or not self.tools.format.parse(answer[: end + len(closing)])[1]:
+            return False
+        char = ledger.answer_start + end + len(closing)
+        cut = ledger.token_at(char - 1) + 1  # the first token after the one that closes the call
+        if cut < len(ledger):
+            self._rollback(cut)
+        self.call_shut = True
+        self.looping_call = None
+        return True
+
+    def _close_looping_call(self, cut: int, out: BatchOut) -> Step:
+        """Shut a call that would not end — caught looping inside its arguments (a string that
+        repeats itself), or still open near the token limit: keep it up to ``cut`` (a loop's
+        first cycle), replay what is kept into a fresh grammar, and favour a quote until one
+        is written; the grammar then finishes the call."""
+        self.call_shut = True
+        if cut < len(self.ledger):
+            self._rollback(cut)
+            grammar = self.b.grammar(self.tools.gbnf)
+            for token in self.ledger.tokens[self.call_from : cut]:
+                self.b.accept(grammar, token)
+            self.tools = dataclasses.replace(self.tools, grammar=grammar)
+            out = yield from self._redecode_last()
+        quote = tuple((t, 100.0) for t in self.b.tokenize('"')[:1])
+        self.closing_call = self.sampler
+        settings = self.plan.sampling
+        self.sampler = self.b.sampler(dataclasses.replace(settings, logit_bias=settings.logit_bias + quote))
+        self.looping_call = None
+        return out
 
     def _grammar_now(self) -> Grammar | None:
         """The grammar the next token follows: none in the thinking; in the answer a call's
@@ -455,6 +518,9 @@ class Generation:
             return False
         self.loops.append(phase)
         if not in_thinking:
+            first_copy_end = len(self.ledger) - (loop.end - loop.start) + loop.period
+            if self.call_from is not None and first_copy_end > self.call_from:
+                self.looping_call = first_copy_end  # inside a call: take the loop back, close it
             return True
         cycle = self.ledger.tokens[loop.end - loop.period : loop.end]
         self.guards = (self.guards[0], LoopGuard(relapse=cycle))  # the answer must not resume it

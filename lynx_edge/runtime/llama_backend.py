@@ -759,6 +759,10 @@ class LlamaBackend:
         L.llama_sampler_apply(grammar._sampler, ctypes.byref(arr))
         return bool(np.isfinite(one[0].logit))
 
+    def accept(self, grammar: Grammar, token: int) -> None:
+        """Advance ``grammar`` past ``token`` (replaying text it already allowed)."""
+        L.llama_sampler_accept(grammar._sampler, token)
+
     def grammar(self, gbnf: str, root: str = "root") -> Grammar | None:
         """A grammar sampler for ``gbnf``; None when llama.cpp cannot parse it."""
         sampler = L.llama_sampler_init_grammar(self._vocab, gbnf.encode(), root.encode())

@@ -168,3 +168,14 @@ def test_a_calls_strings_hold_no_raw_line_breaks(reasoner: Engine) -> None:
         L.llama_sampler_accept(grammar._sampler, token)
     newline, digit = b.tokenize("\n")[0], b.tokenize("8")[0]
     assert not b._allows(grammar, newline, 0.0) and b._allows(grammar, digit, 0.0)
+
+
+def test_a_call_that_would_not_end_is_shut_before_the_token_limit(reasoner: Engine) -> None:
+    """However long an argument's string runs on (here the limit leaves little room), the call
+    is nudged shut in time and still validates."""
+    for question in ("What is 8 * 23?", "Sum 17 and 25, then double it.", "Name a number."):
+        _, done = run(reasoner, question, tools=[CALCULATOR], tool_choice="calculator", max_tokens=90, think=False)
+        calls = done.result.tool_calls
+        assert calls, done.result.finish_reason
+        for call in calls:
+            jsonschema.validate(call.arguments, CALCULATOR["parameters"])
