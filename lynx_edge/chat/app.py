@@ -16,8 +16,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from textual import on
 from textual.app import App, ComposeResult
@@ -30,7 +31,7 @@ from lynx_edge.chat.store import ChatStore, StoredMessage, chat_markdown
 from lynx_edge.chat.view import AssistantMessage, UserMessage
 from lynx_edge.display import SessionTotals
 from lynx_edge.errors import LynxError
-from lynx_edge.events import Done, Event, Savings
+from lynx_edge.events import Done, Event, Savings, ToolCall
 from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.model_thread import ModelThread
 from lynx_edge.runtime.options import GenerationOptions
@@ -42,6 +43,27 @@ from lynx_edge.runtime.options import GenerationOptions
 DRAIN_SECONDS = (0.25, 1.0)
 UI_CPU_SHARE = 0.02
 SAVE_SECONDS = 1.0  # how often a streaming reply is written to the history
+
+
+RESULT_COMMAND = "/result"
+DECLINED = "(not run: the user went on without running this call)"
+
+
+def assistant_turn(answer: str, calls: tuple[ToolCall, ...] | list[ToolCall]) -> dict[str, Any]:
+    """A reply as context for the next one: its text and the calls it made."""
+    if not calls:
+        return {"role": "assistant", "content": answer}
+    made = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+    return {"role": "assistant", "content": answer or None, "tool_calls": made}
+
+
+def stored_turn(message: StoredMessage) -> dict[str, Any]:
+    """A stored message as context again (tool calls and results included)."""
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.stats.get("tool_call_id", ""), "content": message.content}
+    if message.role == "assistant":
+        return assistant_turn(message.content, [ToolCall(**c) for c in message.stats.get("tool_calls", [])])
+    return {"role": message.role, "content": message.content}
 
 
 def next_drain_delay(ui_cpu_seconds: float, previous: float) -> float:
@@ -82,6 +104,8 @@ class Turn:
             self.stored.stats.update(
                 tokens=v.result.tokens.to_dict(), exit=v.result.to_dict()["exit"], finish_reason=v.result.finish_reason
             )
+            if v.result.tool_calls:
+                self.stored.stats["tool_calls"] = [asdict(c) for c in v.result.tool_calls]
         if v.savings:
             self.stored.stats["tokens_saved"] = v.savings.tokens_saved
         store.update(self.stored)
@@ -131,7 +155,8 @@ class ChatApp(App[None]):
         self.lynx = True
         self.alpha: float | None = None
         self.chat_id: int | None = None
-        self.history: list[dict[str, str]] = []  # user/assistant answers sent as context
+        self.history: list[dict[str, Any]] = []  # user/assistant answers (and tool turns) sent as context
+        self.pending_calls: list[ToolCall] = []  # the newest reply's calls still waiting for a result
         self.events: queue.SimpleQueue[tuple[Turn, Event | LynxError | None]] = queue.SimpleQueue()
         self.turn: Turn | None = None  # the newest chat reply (generating, measuring or done)
         self.running: Turn | None = None  # the newest worker's turn (a reply or a comparison)
@@ -223,7 +248,22 @@ class ChatApp(App[None]):
         if self.answering:
             self.notify("still answering: press Esc to cancel first", severity="warning")
             return
-        messages = [*self.history, {"role": "user", "content": text}]
+        result = text.removeprefix(RESULT_COMMAND).strip() if text.startswith(RESULT_COMMAND) else None
+        if result is not None and not self.pending_calls:
+            self.notify("no tool call is waiting for a result", severity="warning")
+            return
+        turns = self.tool_turns(result)
+        if result is not None and self.pending_calls:
+            self.history += turns
+            self.store.add(
+                self.chat_id, StoredMessage("tool", result, stats={"tool_call_id": turns[0]["tool_call_id"]})
+            )
+            event.input.value = ""
+            await self.query_one("#log", VerticalScroll).mount(UserMessage(f"result: {result}"))
+            self.notify(f"{len(self.pending_calls)} more call(s) wait for a result")
+            return
+        said = [] if result is not None else [{"role": "user", "content": text}]
+        messages = [*self.history, *turns, *said]
         try:
             events = self.generate(messages, lynx=self.lynx, measure=self.measure_savings)
         except LynxError as exc:  # context full, bad setting: the typed text stays in the box
@@ -233,22 +273,37 @@ class ChatApp(App[None]):
         self.last_prompt = text
         if self.chat_id is None:
             self.chat_id = self.store.new_chat(text, self.engine.model_name, self.engine.probe_name)
-        self.store.add(self.chat_id, StoredMessage("user", text))
-        self.history.append({"role": "user", "content": text})
+        for turn in turns:
+            self.store.add(
+                self.chat_id, StoredMessage("tool", turn["content"], stats={"tool_call_id": turn["tool_call_id"]})
+            )
+        self.history += [*turns, *said]
+        if said:
+            self.store.add(self.chat_id, StoredMessage("user", text))
         stored = StoredMessage("assistant", "")
         self.store.add(self.chat_id, stored)
         self.answering = True
         log = self.query_one("#log", VerticalScroll)
         view = AssistantMessage()
         view.measuring = self.measure_savings
-        await log.mount(UserMessage(text), view)
+        await log.mount(UserMessage(f"result: {result}" if result is not None else text), view)
         log.scroll_end(animate=False)
         # start once the new widgets are laid out, so mounting them does not compete with the
         # first tokens for the CPU
         self.call_after_refresh(self.begin, Turn(view, stored), events)
 
+    def tool_turns(self, result: str | None) -> list[dict[str, Any]]:
+        """The tool turns a message makes: ``/result`` answers the first waiting call; typing
+        on declines every waiting call (the model is told it was not run). Taken off the queue."""
+        if not self.pending_calls:
+            return []
+        calls = self.pending_calls[:1] if result is not None else self.pending_calls
+        self.pending_calls = self.pending_calls[len(calls) :]
+        content = result if result is not None else DECLINED
+        return [{"role": "tool", "tool_call_id": c.id, "name": c.name, "content": content} for c in calls]
+
     def generate(
-        self, messages: list[dict[str, str]], *, lynx: bool, measure: bool, seed: int | None = None
+        self, messages: list[dict[str, Any]], *, lynx: bool, measure: bool, seed: int | None = None
     ) -> Iterator[Event]:
         assert self.engine is not None
         options = self.defaults.but(
@@ -324,7 +379,8 @@ class ChatApp(App[None]):
             if isinstance(self.screen, CompareScreen):
                 self.screen.finished()
             return
-        self.history.append({"role": "assistant", "content": done.result.answer})
+        self.history.append(assistant_turn(done.result.answer, done.result.tool_calls))
+        self.pending_calls = list(done.result.tool_calls)
         self.totals.answered(done.result)
         self.refresh_totals()
         turn.save(self.store, force=True)
@@ -405,14 +461,15 @@ class ChatApp(App[None]):
             self.action_cancel()
         self.chat_id = chat_id
         messages = self.store.messages(chat_id)
-        self.history = [{"role": m.role, "content": m.content} for m in messages]
+        self.history = [stored_turn(m) for m in messages]
+        self.pending_calls = []
         self.last_prompt = next((m.content for m in reversed(messages) if m.role == "user"), None)
         log = self.query_one("#log", VerticalScroll)
         log.remove_children()
         views = []
         for m in messages:
-            if m.role == "user":
-                log.mount(UserMessage(m.content))
+            if m.role in ("user", "tool"):
+                log.mount(UserMessage(m.content if m.role == "user" else f"result: {m.content}"))
             else:
                 view = AssistantMessage()
                 views.append((view, m))

@@ -149,10 +149,15 @@ def chat_markdown(title: str, messages: list[StoredMessage]) -> str:
         if m.role == "user":
             parts.append(f"## You\n\n{m.content}\n")
             continue
+        if m.role == "tool":
+            parts.append(f"## Tool result\n\n```\n{m.content}\n```\n")
+            continue
         parts.append("## Assistant\n")
         if m.thinking:
             parts.append(f"<details><summary>Thinking</summary>\n\n{m.thinking}\n\n</details>\n")
         parts.append(f"{m.content}\n")
+        for call in m.stats.get("tool_calls", []):
+            parts.append(f"`{call['name']}({json.dumps(call['arguments'], ensure_ascii=False)})`\n")
         if line := m.stats.get("line"):
             parts.append(f"_{line}_\n")
     return "\n".join(parts)

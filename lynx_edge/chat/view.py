@@ -7,13 +7,15 @@ cleared the threshold, cyan when it did not — and a marker where an exit cut t
 
 from __future__ import annotations
 
+import json
+
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.content import Content, Span
 from textual.widgets import Collapsible, Markdown, Static
 
 from lynx_edge.display import cue_marker, exit_words, stats_line
-from lynx_edge.events import AnswerDelta, CueScored, Event, ExitTaken, Reply, ThinkingDelta
+from lynx_edge.events import AnswerDelta, CueScored, Event, ExitTaken, Reply, ThinkingDelta, ToolCall
 
 
 class UserMessage(Static):
@@ -100,11 +102,13 @@ class AssistantMessage(Vertical):
         self.block = ThinkingBlock()
         self.fold = Collapsible(self.block, title=f"{label} …", collapsed=False)
         self.markdown = Markdown("")
+        self.calls = Static("", classes="calls")
         self.stats = Static("", classes="stats")
 
     def compose(self) -> ComposeResult:
         yield self.fold
         yield self.markdown
+        yield self.calls
         yield self.stats
 
     @property
@@ -161,6 +165,8 @@ class AssistantMessage(Vertical):
         if self.result is None:
             return
         self.stats.update(self.stats_text)
+        if self.result.tool_calls:
+            self.calls.update(calls_text(self.result.tool_calls))
         exited = f" · exited at '{self.result.exit.cue}'" if self.result.exit else ""
         self.fold.title = f"{self.label} · {self.result.tokens.thinking} tok{exited}"
 
@@ -177,3 +183,10 @@ class AssistantMessage(Vertical):
         self.stats.update(stats)
         self.fold.title = self.label
         self.fold.collapsed = True
+
+
+def calls_text(calls: tuple[ToolCall, ...]) -> str:
+    """The calls a reply asks for, and how to answer them (nothing is run by lynx-edge)."""
+    lines = [f"⚙ {c.name}({json.dumps(c.arguments, ensure_ascii=False)})" for c in calls]
+    lines.append("run it yourself and type  /result <what it returned>  (or type on to skip it)")
+    return "\n".join(lines)

@@ -21,6 +21,7 @@ from lynx_edge.cli.options import (
     risk_options,
     schema_option,
     thinking_options,
+    tool_options,
 )
 from lynx_edge.cli.probe import probe
 from lynx_edge.errors import SettingError, exits_on_user_error
@@ -146,6 +147,7 @@ def run(prompt: str | None, as_json: bool, **kwargs: Any) -> None:
 @model_options
 @risk_options
 @thinking_options
+@tool_options
 @schema_option("max_tokens", "--max-tokens", help="Cap on tokens per reply (default: the preset's).")
 @click.option(
     "--no-measure-savings",

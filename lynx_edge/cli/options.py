@@ -138,6 +138,23 @@ def thinking_options(func: F) -> F:
     )
 
 
+def tool_options(func: F) -> F:
+    """The functions the model may call (the run prints a call; the chat shows it)."""
+    return apply(
+        [
+            click.option(
+                "--tools",
+                "tools_file",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="A JSON list of functions the model may call ({name, description, parameters}, "
+                "or OpenAI's {type: function, function: …}).",
+            ),
+            schema_option("tool_choice", "--tool-choice"),
+        ],
+        func,
+    )
+
+
 def generation_options(func: F) -> F:
     """Sampling and answer options of one request."""
     return apply(
@@ -155,14 +172,7 @@ def generation_options(func: F) -> F:
                 help="The answer (not the thinking) must be JSON valid against this schema file.",
             ),
             click.option("--json-object", is_flag=True, help="The answer must be a JSON object."),
-            click.option(
-                "--tools",
-                "tools_file",
-                type=click.Path(dir_okay=False, path_type=Path),
-                help="A JSON list of functions the model may call ({name, description, parameters}, "
-                "or OpenAI's {type: function, function: …}); a call is printed as JSON.",
-            ),
-            schema_option("tool_choice", "--tool-choice"),
+            tool_options,
             schema_option("answer_reserve", "--answer-reserve"),
             thinking_options,
             schema_option("frequency_penalty", "--frequency-penalty"),

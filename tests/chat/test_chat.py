@@ -343,3 +343,32 @@ def test_bench_chat_on_a_missing_model_is_one_line(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "nope.gguf" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+async def test_a_tool_call_is_shown_and_answered_with_result(tmp_path: Path) -> None:
+    """The chat runs nothing: it shows the call, the user pastes what it returned with
+    /result, the model goes on from there; the chat keeps the call and the result."""
+    calculator = {
+        "name": "calculator",
+        "description": "Evaluate an arithmetic expression such as 8 * 23.",
+        "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]},
+    }
+    options = GenerationOptions(
+        max_tokens=200, temperature=0, tools=[calculator], tool_choice="calculator", parallel_tool_calls=False
+    )
+    store = ChatStore(tmp_path / "chats.sqlite3")
+    app = RecordingApp(lambda: Engine(n_threads=2), options, store=store, export_dir=tmp_path, measure_savings=False)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        view = await ask(pilot, "What is 8 * 23?")
+        await until(pilot, lambda: view.result is not None and pilot.app.running.shown)
+        call = view.result.tool_calls[0]
+        assert call.name == "calculator" and app.pending_calls == [call]
+        assert "calculator(" in str(view.calls.render()) and "/result" in str(view.calls.render())
+        second = await ask(pilot, "/result 184")
+        await until(pilot, lambda: second.result is not None and pilot.app.running.shown)
+        assert {"role": "tool", "tool_call_id": call.id, "name": "calculator", "content": "184"} in app.history
+        assert "result: 184" in messages(app)
+        chat_id = app.chat_id
+        app.open_chat(chat_id)
+        assert any(m.get("tool_calls") for m in app.history) and any(m["role"] == "tool" for m in app.history)
