@@ -9,6 +9,7 @@ run that hit the token limit is a lower bound ("≥ N, full run capped at M").
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from lynx_edge.events import CueScored, ExitTaken, GenerationResult, Savings
@@ -225,3 +226,39 @@ def metrics_table(metrics: dict) -> list[str]:
             )
         )
     return out
+
+
+_MATH = re.compile(r"\\\((.+?)\\\)|\\\[(.+?)\\\]|\$\$(.+?)\$\$|\$([^$\n]*\\[^$\n]*)\$", re.S)
+_COMMAND = re.compile(r"\\[A-Za-z]+(?:\{[^{}]*\})*")
+BOXED = "\\boxed{"
+
+
+def readable_answer(text: str) -> str:
+    """An answer as the chat shows it: ``\\boxed{51}`` as a bold **51**, and LaTeX that
+    Markdown cannot render as code instead of stray backslashes (the raw text is what the
+    history, the export and ``--json`` keep)."""
+    out, at = [], 0
+    while (start := text.find(BOXED, at)) >= 0:
+        depth, end = 1, start + len(BOXED)
+        while end < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[end], 0)
+            end += 1
+        if depth:  # never closed (yet): the rest stays as written
+            return "".join([*out, _code_math(text[at:start]), text[start:]])
+        inner = text[start + len(BOXED) : end - 1].strip()
+        out += [_code_math(text[at:start]), f"**{_code_math(inner)}**"]
+        at = end
+    out.append(_code_math(text[at:]))
+    return "".join(out)
+
+
+def _code_math(text: str) -> str:
+    """LaTeX spans and commands as inline code (code already in the text is left alone)."""
+    parts = text.split("`")
+    for i in range(0, len(parts), 2):  # the even parts lie outside code
+        plain = _MATH.sub(lambda m: "\0" + next(g for g in m.groups() if g is not None).strip() + "\0", parts[i])
+        pieces = plain.split("\0")
+        for j in range(0, len(pieces), 2):
+            pieces[j] = _COMMAND.sub(lambda m: f"`{m.group(0)}`", pieces[j])
+        parts[i] = "`".join(pieces)
+    return "`".join(parts)

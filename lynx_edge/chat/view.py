@@ -14,7 +14,7 @@ from textual.containers import Vertical
 from textual.content import Content, Span
 from textual.widgets import Collapsible, Markdown, Static
 
-from lynx_edge.display import cue_marker, exit_words, stats_line
+from lynx_edge.display import cue_marker, exit_words, readable_answer, stats_line
 from lynx_edge.events import AnswerDelta, CueScored, Event, ExitTaken, Reply, ThinkingDelta, ToolCall
 
 
@@ -165,6 +165,8 @@ class AssistantMessage(Vertical):
         if self.result is None:
             return
         self.stats.update(self.stats_text)
+        if self.answer:  # streamed as written; shown finished as an answer reads
+            self.markdown.update(readable_answer(self.answer))
         if self.result.tool_calls:
             self.calls.update(calls_text(self.result.tool_calls))
         exited = f" · exited at '{self.result.exit.cue}'" if self.result.exit else ""
@@ -179,7 +181,7 @@ class AssistantMessage(Vertical):
         self.reply = Reply(thinking=thinking, answer=answer)
         self.block.add(thinking)
         self.block.show_all()
-        self.markdown.update(answer)
+        self.markdown.update(readable_answer(answer))
         self.stats.update(stats)
         self.fold.title = self.label
         self.fold.collapsed = True

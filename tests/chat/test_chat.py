@@ -372,3 +372,20 @@ async def test_a_tool_call_is_shown_and_answered_with_result(tmp_path: Path) -> 
         chat_id = app.chat_id
         app.open_chat(chat_id)
         assert any(m.get("tool_calls") for m in app.history) and any(m["role"] == "tool" for m in app.history)
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("The answer is \\boxed{51}.", "The answer is **51**."),
+        ("So \\(\\frac{1}{2}\\) and \\boxed{\\frac{3}{4}}", "So `\\frac{1}{2}` and **`\\frac{3}{4}`**"),
+        ("x \\times y = 3, costs $5 and $6", "x `\\times` y = 3, costs $5 and $6"),
+        ("still writing \\boxed{12", "still writing \\boxed{12"),
+        ("code `\\n` stays", "code `\\n` stays"),
+    ],
+)
+def test_answers_read_as_answers(raw: str, shown: str) -> None:
+    """A boxed answer shows bold, LaTeX Markdown cannot draw shows as code; the raw text is kept."""
+    from lynx_edge.display import readable_answer
+
+    assert readable_answer(raw) == shown
