@@ -9,6 +9,7 @@ the server, the bench and the toolkit read one model instead of each keeping its
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -123,6 +124,11 @@ class ToolCall:
     name: str
     arguments: dict[str, Any]
     id: str = field(default_factory=new_call_id)
+
+    @property
+    def arguments_json(self) -> str:
+        """The arguments as JSON text (the wire form of every API)."""
+        return json.dumps(self.arguments, ensure_ascii=False)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from lynx_edge.events import Done, Event, Savings, ToolCall
 from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.model_thread import ModelThread
 from lynx_edge.runtime.options import GenerationOptions
+from lynx_edge.runtime.tool_calls import assistant_turn, tool_turn
 
 # The UI applies the model's events at most every DRAIN_SECONDS[0] and stretches the interval
 # (up to DRAIN_SECONDS[1]) so that its own work (layout, rendering) stays under UI_CPU_SHARE of
@@ -49,18 +50,10 @@ RESULT_COMMAND = "/result"
 DECLINED = "(not run: the user went on without running this call)"
 
 
-def assistant_turn(answer: str, calls: tuple[ToolCall, ...] | list[ToolCall]) -> dict[str, Any]:
-    """A reply as context for the next one: its text and the calls it made."""
-    if not calls:
-        return {"role": "assistant", "content": answer}
-    made = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
-    return {"role": "assistant", "content": answer or None, "tool_calls": made}
-
-
 def stored_turn(message: StoredMessage) -> dict[str, Any]:
     """A stored message as context again (tool calls and results included)."""
     if message.role == "tool":
-        return {"role": "tool", "tool_call_id": message.stats.get("tool_call_id", ""), "content": message.content}
+        return tool_turn(message.stats.get("tool_call_id", ""), message.content)
     if message.role == "assistant":
         return assistant_turn(message.content, [ToolCall(**c) for c in message.stats.get("tool_calls", [])])
     return {"role": message.role, "content": message.content}
@@ -300,7 +293,7 @@ class ChatApp(App[None]):
         calls = self.pending_calls[:1] if result is not None else self.pending_calls
         self.pending_calls = self.pending_calls[len(calls) :]
         content = result if result is not None else DECLINED
-        return [{"role": "tool", "tool_call_id": c.id, "name": c.name, "content": content} for c in calls]
+        return [tool_turn(c.id, content, c.name) for c in calls]
 
     def generate(
         self, messages: list[dict[str, Any]], *, lynx: bool, measure: bool, seed: int | None = None

@@ -7,8 +7,6 @@ cleared the threshold, cyan when it did not — and a marker where an exit cut t
 
 from __future__ import annotations
 
-import json
-
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.content import Content, Span
@@ -189,6 +187,6 @@ class AssistantMessage(Vertical):
 
 def calls_text(calls: tuple[ToolCall, ...]) -> str:
     """The calls a reply asks for, and how to answer them (nothing is run by lynx-edge)."""
-    lines = [f"⚙ {c.name}({json.dumps(c.arguments, ensure_ascii=False)})" for c in calls]
+    lines = [f"⚙ {c.name}({c.arguments_json})" for c in calls]
     lines.append("run it yourself and type  /result <what it returned>  (or type on to skip it)")
     return "\n".join(lines)

@@ -216,9 +216,9 @@ class Generation:
         except _ContextFull:  # the text the runtime writes (a close, an exit) does not fit
             self.finish_reason = "length"
         self.pending = None
-        calls = self._calls()
+        answer, calls = self._reply()
         yield from self.stream.flush(final=True, answer_hold=self._answer_hold(calls))
-        result = self._result(calls, time.perf_counter() - start, time.perf_counter() - decode_start)
+        result = self._result(answer, calls, time.perf_counter() - start, time.perf_counter() - decode_start)
         yield Done(result)
         if plan.measure_savings and self.resume and self.finish_reason != "cancelled":
             yield from self._measure_savings(result)
@@ -271,7 +271,8 @@ class Generation:
         if self._thinking_open and self.window is not None and self.window.start < len(self.ledger):
             holds.append(self.ledger.starts[self.window.start])
         if self._thinking_open and self._calls_allowed and self.tools.format.opener:
-            holds.append(self.tools.format.may_open_at(self.ledger.text))
+            tail = self.ledger.text[-len(self.tools.format.opener) :]  # only a call still opening
+            holds.append(len(self.ledger.text) - len(tail) + self.tools.format.may_open_at(tail))
         return min(holds) if holds else None
 
     # ---- tool calls ---------------------------------------------------------------------
@@ -377,10 +378,13 @@ class Generation:
             return start
         return start + fmt.may_open_at(ledger.text[start:])
 
-    def _calls(self) -> list[ToolCall]:
-        if not self._calls_allowed or not self.ledger.closed:
-            return []
-        return self.tools.format.parse(self.ledger.text[self.ledger.answer_start :])[1]
+    def _reply(self) -> tuple[str, list[ToolCall]]:
+        """The answer's text and its calls (then the text is what stands before them)."""
+        ledger = self.ledger
+        if not self._calls_allowed or not ledger.closed:
+            return ledger.answer, []
+        before, calls = self.tools.format.parse(ledger.text[ledger.answer_start :])
+        return (before.strip(), calls) if calls else (ledger.answer, [])
 
     @property
     def _thinking_open(self) -> bool:
@@ -552,11 +556,8 @@ class Generation:
         self.stream.rewind()
 
     # ---- results ----------------------------------------------------------------------
-    def _result(self, calls: list[ToolCall], seconds: float, decode_seconds: float) -> GenerationResult:
+    def _result(self, answer: str, calls: list[ToolCall], seconds: float, decode_seconds: float) -> GenerationResult:
         ledger = self.ledger
-        answer = ledger.answer
-        if calls:
-            answer = self.tools.format.parse(ledger.text[ledger.answer_start :])[0].strip()
         thinking_tokens = self.exit_token if self.exit else (ledger.answer_token if ledger.closed else len(ledger))
         generated = len(ledger)
         policy = self.policy

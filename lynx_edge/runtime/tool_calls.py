@@ -68,7 +68,7 @@ class ToolFormat:
         """``call`` as this family writes it (an earlier turn's call, for templates that cannot
         render ``tool_calls`` themselves)."""
         before, after = self.framing(call.name)
-        return f"{before}{json.dumps(call.arguments, ensure_ascii=False)}{after}"
+        return f"{before}{call.arguments_json}{after}"
 
     def framing(self, name: str) -> tuple[str, str]:
         """The literal text before and after the arguments of one call to ``name``."""
@@ -146,6 +146,23 @@ def template_messages(
     return out
 
 
+def assistant_turn(text: str | None, calls: Sequence[ToolCall] = ()) -> dict[str, Any]:
+    """An assistant turn in the engine's terms: its text and the calls it made (each template
+    gets them in the form it takes: ``template_messages``)."""
+    turn: dict[str, Any] = {"role": "assistant", "content": text or ""}
+    if calls:
+        turn["tool_calls"] = [_call_entry(c, as_text=False) for c in calls]
+    return turn
+
+
+def tool_turn(call_id: str, content: str, name: str | None = None) -> dict[str, Any]:
+    """A tool's result, answering the call ``call_id``."""
+    turn = {"role": "tool", "tool_call_id": call_id, "content": content}
+    if name:
+        turn["name"] = name
+    return turn
+
+
 def string_arguments(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The messages with each earlier call's arguments as a JSON string (OpenAI's wire form),
     for templates that concatenate them as text (DeepSeek-R1's)."""
@@ -170,7 +187,7 @@ def calls_of(message: dict[str, Any]) -> list[ToolCall]:
 
 
 def _call_entry(call: ToolCall, *, as_text: bool) -> dict[str, Any]:
-    arguments = json.dumps(call.arguments, ensure_ascii=False) if as_text else call.arguments
+    arguments = call.arguments_json if as_text else call.arguments
     return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": arguments}}
 
 

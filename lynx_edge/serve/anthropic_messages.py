@@ -15,7 +15,6 @@ dropped, as Anthropic's API drops them. Errors are Anthropic's shape; a busy ser
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from lynx_edge.events import ToolCall
 from lynx_edge.runtime.options import FunctionTool, GenerationOptions
+from lynx_edge.runtime.tool_calls import assistant_turn, tool_turn
 from lynx_edge.serve.openai_chat import sse
 from lynx_edge.serve.wire import (
     ApiError,
@@ -169,16 +169,13 @@ class CountRequest(BaseModel):
                 if block.type == "text" and block.text is not None:
                     texts.append(block.text)
                 elif block.type == "tool_use" and message.role == "assistant" and block.name:
-                    call = {"name": block.name, "arguments": block.input or {}}
-                    calls.append({"id": block.id or "", "type": "function", "function": call})
+                    calls.append(ToolCall(block.name, block.input or {}, block.id or ""))
                 elif block.type == "tool_result" and message.role == "user":
-                    chat.append(
-                        {"role": "tool", "tool_call_id": block.tool_use_id or "", "content": block.result_text()}
-                    )
+                    chat.append(tool_turn(block.tool_use_id or "", block.result_text()))
                 elif block.type not in HISTORY_ONLY:
                     raise unsupported(f"messages[{i}].content[{j}].type {block.type!r}")
             if calls:
-                chat.append({"role": "assistant", "content": "".join(texts) or None, "tool_calls": calls})
+                chat.append(assistant_turn("".join(texts), calls))
             elif texts or message.role == "assistant":
                 chat.append({"role": message.role, "content": "".join(texts)})
         return chat
@@ -322,7 +319,7 @@ class MessageWriter:
         frames = self._stop()
         self.index += 1
         block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
-        arguments = json.dumps(call.arguments, ensure_ascii=False)
+        arguments = call.arguments_json
         return [
             *frames,
             sse({"type": "content_block_start", "index": self.index, "content_block": block}, "content_block_start"),

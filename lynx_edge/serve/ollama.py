@@ -23,9 +23,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from lynx_edge.events import GenerationResult, TokenLogprob, new_call_id
+from lynx_edge.events import GenerationResult, TokenLogprob, ToolCall, new_call_id
 from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.options import GenerationOptions
+from lynx_edge.runtime.tool_calls import assistant_turn, tool_turn
 from lynx_edge.serve.wire import (
     ApiError,
     Ask,
@@ -38,7 +39,6 @@ from lynx_edge.serve.wire import (
     generation_options,
     lynx_stats,
     refuse_present,
-    turn,
     unsupported,
     validate,
 )
@@ -169,11 +169,12 @@ class ChatMessage(BaseModel):
     tool_call_id: StrictStr | None = None
 
     def plain(self) -> dict[str, Any]:
-        calls = [
-            {"id": c.id or new_call_id(), "type": "function", "function": c.function.model_dump()}
-            for c in self.tool_calls or []
-        ]
-        return turn(self.role, self.content, calls, self.tool_call_id, self.tool_name)
+        if self.role == "tool":
+            return tool_turn(self.tool_call_id or "", self.content, self.tool_name)
+        if self.tool_calls:
+            calls = [ToolCall(c.function.name, c.function.arguments, c.id or new_call_id()) for c in self.tool_calls]
+            return assistant_turn(self.content, calls)
+        return {"role": self.role, "content": self.content}
 
 
 class WireTool(BaseModel):

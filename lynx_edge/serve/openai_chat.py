@@ -16,8 +16,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from lynx_edge.events import GenerationResult, TokenLogprob
+from lynx_edge.events import GenerationResult, TokenLogprob, ToolCall
 from lynx_edge.runtime.options import GenerationOptions
+from lynx_edge.runtime.tool_calls import assistant_turn, tool_turn
 from lynx_edge.serve.wire import (
     ApiError,
     Ask,
@@ -28,10 +29,10 @@ from lynx_edge.serve.wire import (
     Piece,
     Served,
     ThinkingAsked,
+    call_arguments,
     generation_options,
     lynx_stats,
     refuse_present,
-    turn,
     validate,
 )
 
@@ -76,17 +77,8 @@ class WireToolCall(BaseModel):
     type: Literal["function"] = "function"
     function: FunctionCall
 
-    def entry(self) -> dict[str, Any]:
-        try:
-            arguments = json.loads(self.function.arguments or "{}")
-        except json.JSONDecodeError:
-            raise ApiError(
-                400,
-                f"tool call {self.id}: its arguments are not JSON; send them as the JSON text the call returned",
-                param="messages",
-                code="invalid_value",
-            ) from None
-        return {"id": self.id, "type": "function", "function": {"name": self.function.name, "arguments": arguments}}
+    def call(self, where: str) -> ToolCall:
+        return ToolCall(self.function.name, call_arguments(self.function.arguments, where), self.id)
 
 
 class Message(BaseModel):
@@ -97,11 +89,14 @@ class Message(BaseModel):
     tool_call_id: StrictStr | None = None
     name: StrictStr | None = None
 
-    def plain(self) -> dict[str, Any]:
+    def plain(self, index: int) -> dict[str, Any]:
         text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
-        role = "system" if self.role == "developer" else self.role
-        calls = [call.entry() for call in self.tool_calls or []]
-        return turn(role, text, calls, self.tool_call_id, self.name)
+        if self.role == "tool":
+            return tool_turn(self.tool_call_id or "", text, self.name)
+        if self.tool_calls:
+            where = f"messages[{index}].tool_calls"
+            return assistant_turn(text, [call.call(f"{where}[{j}]") for j, call in enumerate(self.tool_calls)])
+        return {"role": "system" if self.role == "developer" else self.role, "content": text}
 
 
 class FunctionTool(BaseModel):
@@ -249,7 +244,7 @@ class ChatRequest(BaseModel):
         )
 
     def chat(self) -> list[dict[str, Any]]:
-        return [m.plain() for m in self.messages]
+        return [m.plain(i) for i, m in enumerate(self.messages)]
 
     def tool_fields(self) -> dict[str, Any]:
         """``tools``, ``tool_choice`` and ``parallel_tool_calls`` in the options' terms."""
@@ -461,7 +456,7 @@ def tool_call_entries(result: GenerationResult) -> list[dict[str, Any]]:
         {
             "id": call.id,
             "type": "function",
-            "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)},
+            "function": {"name": call.name, "arguments": call.arguments_json},
         }
         for call in result.tool_calls
     ]

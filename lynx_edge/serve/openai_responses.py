@@ -10,7 +10,6 @@ conversation as ``input``). Errors are OpenAI's shape. No HTTP here.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Annotated, Any, Literal
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from lynx_edge.events import GenerationResult, TokenLogprob, ToolCall
 from lynx_edge.runtime.options import GenerationOptions
+from lynx_edge.runtime.tool_calls import assistant_turn, calls_of, tool_turn
 from lynx_edge.serve.openai_chat import Reasoning, sse  # the same reasoning object
 from lynx_edge.serve.wire import (
     ApiError,
@@ -29,6 +29,7 @@ from lynx_edge.serve.wire import (
     Piece,
     Served,
     ThinkingAsked,
+    call_arguments,
     generation_options,
     lynx_stats,
     refuse_present,
@@ -129,7 +130,7 @@ class ResponsesRequest(BaseModel):
                 chat.append(_call_turn(chat, item, i))
                 continue
             if item.type == "function_call_output":
-                chat.append({"role": "tool", "tool_call_id": item.call_id or "", "content": item.output or ""})
+                chat.append(tool_turn(item.call_id or "", item.output or ""))
                 continue
             if item.role is None:
                 raise ApiError(400, f"'input[{i}].role' is required for a message item", param=f"input[{i}].role")
@@ -165,22 +166,11 @@ def _call_turn(chat: list[dict[str, Any]], item: Item, index: int) -> dict[str, 
         raise ApiError(
             400, f"'input[{index}]': a function_call item needs 'name' and 'call_id'", param=f"input[{index}]"
         )
-    try:
-        arguments = json.loads(item.arguments or "{}")
-    except json.JSONDecodeError:
-        raise ApiError(
-            400,
-            f"'input[{index}].arguments' is not JSON: send the call's arguments as JSON text",
-            param=f"input[{index}]",
-        ) from None
-    call = {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": arguments}}
-    if chat and chat[-1]["role"] == "assistant" and chat[-1].get("tool_calls"):
-        turn = chat.pop()
-        return {**turn, "tool_calls": [*turn["tool_calls"], call]}
+    call = ToolCall(item.name, call_arguments(item.arguments, f"input[{index}].arguments"), item.call_id)
     if chat and chat[-1]["role"] == "assistant":
-        turn = chat.pop()
-        return {**turn, "tool_calls": [call]}
-    return {"role": "assistant", "content": None, "tool_calls": [call]}
+        earlier = chat.pop()
+        return assistant_turn(earlier["content"], [*calls_of(earlier), call])
+    return assistant_turn(None, [call])
 
 
 def start(body: Any, defaults: GenerationOptions, served: Served) -> tuple[Ask, ResponseWriter]:
@@ -363,7 +353,7 @@ class ResponseWriter:
 
     @staticmethod
     def _call_item(call: ToolCall, status: str = "completed") -> dict[str, Any]:
-        arguments = json.dumps(call.arguments, ensure_ascii=False) if status == "completed" else ""
+        arguments = call.arguments_json if status == "completed" else ""
         return {
             "id": f"fc_{call.id.removeprefix('call_')}",
             "type": "function_call",

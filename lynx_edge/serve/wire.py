@@ -9,6 +9,7 @@ queue, the generation, stop strings, disconnects — is the same code for all of
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -104,23 +105,18 @@ class Ask:
     show_thinking: bool = True
 
 
-def turn(
-    role: str,
-    content: str | None,
-    calls: list[dict[str, Any]] | None = None,
-    tool_call_id: str | None = None,
-    name: str | None = None,
-) -> dict[str, Any]:
-    """One conversation turn in the engine's terms: an assistant's calls (then no text is
-    ``None``, as templates expect), a tool result with the call it answers."""
-    message: dict[str, Any] = {"role": role, "content": (content or None) if calls else content or ""}
-    if calls:
-        message["tool_calls"] = calls
-    if role == "tool":
-        message["tool_call_id"] = tool_call_id or ""
-        if name:
-            message["name"] = name
-    return message
+def call_arguments(text: str | None, where: str) -> dict[str, Any]:
+    """An earlier call's arguments, sent back as JSON text; a 400 naming ``where`` when they
+    are not JSON."""
+    try:
+        return json.loads(text or "{}")
+    except json.JSONDecodeError:
+        raise ApiError(
+            400,
+            f"'{where}': the call's arguments are not JSON; send them as the JSON text the call returned",
+            param=where,
+            code="invalid_value",
+        ) from None
 
 
 def generation_options(
