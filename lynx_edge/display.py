@@ -57,6 +57,29 @@ def exit_words(event: ExitTaken) -> str:
     return f"thinking cut at '{event.cue}' ({event.policy}{score})"
 
 
+def thinking_header(result: GenerationResult) -> str:
+    """A reply's thinking in one title: how long and how much, where it was cut and why, and
+    the risk level with whether it was a guarantee ("Thought for 3.2 s · 122 tok · cut at
+    'Wait' (token 43) by the probe · α=0.1 guaranteed")."""
+    t, e = result.tokens.thinking, result.exit
+    if t == 0 and e is None:
+        return "No thinking"
+    parts = [f"Thought for {result.thinking_seconds:.1f} s", f"{t} tok"]
+    if e is None:
+        parts.append("thought to the end" if result.finish_reason != "length" else "stopped by the token limit")
+    elif e.policy == "budget":
+        parts.append(f"cut at token {e.token_index} by the budget")
+    elif e.policy == "loop":
+        parts.append(f"cut at token {e.token_index}: it was looping")
+    else:
+        parts.append(f"cut at '{e.cue}' (token {e.token_index}) by the {e.policy}")
+    if result.alpha is not None:
+        parts.append(f"α={result.alpha:g} " + ("guaranteed" if result.guarantee else "estimated, not guaranteed"))
+    elif result.policy != "none":
+        parts.append(f"{result.policy}: no guarantee")
+    return " · ".join(parts)
+
+
 def stats_line(result: GenerationResult, savings: Savings | None = None, *, measuring: bool = False) -> str:
     """One line: thinking/answer tokens, exit, probe calls or trials, speed, and the saving.
 

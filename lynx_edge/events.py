@@ -149,6 +149,7 @@ class GenerationResult:
     mode: str | None
     exit_style: str
     seconds: float
+    thinking_seconds: float  # from the request to the thinking's close (all of it when it never closed)
     trial_seconds: float
     finish_reason: str
     seed: int

@@ -2,7 +2,8 @@
 limits, and the loop guard on a set of prompts that loop.
 
     python studies/thinking_limits.py loop-set    # find loops → data/loops/loop-set.jsonl
-    python studies/thinking_limits.py loop-guard  # guard on vs off on the loop set
+    python studies/thinking_limits.py loop-guard  # guard on vs off on the loop set (512 tokens)
+    python studies/thinking_limits.py loop-guard 2048  # the same up to the context's end
     python studies/thinking_limits.py reserve     # max_tokens 40/60/80, reserve on vs off
     python studies/thinking_limits.py false-alarms  # how close the bench's full traces come to a loop
 
@@ -69,9 +70,9 @@ def forced_long(engine: Engine) -> dict[str, Any]:
     return {"logit_bias": ((engine.backend.tokenize(engine.think_close)[0], -100.0),)}
 
 
-def unguarded(**more: Any) -> GenerationOptions:
+def unguarded(max_tokens: int = MAX_TOKENS, **more: Any) -> GenerationOptions:
     return GenerationOptions(
-        temperature=0, seed=0, exit="none", max_tokens=MAX_TOKENS, answer_reserve=0, loop_guard=False, **more
+        temperature=0, seed=0, exit="none", max_tokens=max_tokens, answer_reserve=0, loop_guard=False, **more
     )
 
 
@@ -132,14 +133,23 @@ def looping_tokens(result: Any) -> int:
     return spent + (len(answer) - in_answer.start if in_answer else 0)
 
 
-def measure_loop_guard() -> dict[str, Any]:
-    """Guard off vs on, per loop-set entry: tokens, the tokens spent looping, accuracy."""
+def measure_loop_guard(max_tokens: int = MAX_TOKENS) -> dict[str, Any]:
+    """Guard off vs on, per loop-set entry: tokens, the tokens spent looping, accuracy.
+
+    How much of a loop the guard saves depends on how long the loop would have run: at the
+    loop set's 512 tokens a loop of ~85-token cycles that starts ~50 tokens in has ~5 copies,
+    and the guard must see 2.5 (normal rechecks repeat up to 2.1), so it cannot save much
+    more than half. ``max_tokens`` past the context (2048 for the reasoner) runs each reply to
+    the context's end, as a client that sends no limit gets from llama-server."""
     records = [json.loads(line) for line in LOOP_SET.open()]
     rows = []
     for preset in sorted({r["model"] for r in records}):
         mine = [r for r in records if r["model"] == preset]
-        engine = Engine(preset, probe=None, n_ctx=1024, parallel=PARALLEL)
-        options = [unguarded(**forced_long(engine)) if r["thinking_forced_long"] else unguarded() for r in mine]
+        engine = Engine(preset, probe=None, n_ctx=max(1024, min(max_tokens, 2048)), parallel=PARALLEL)
+        options = [
+            unguarded(max_tokens, **forced_long(engine)) if r["thinking_forced_long"] else unguarded(max_tokens)
+            for r in mine
+        ]
         off = run_all(engine, [(r["prompt"], o) for r, o in zip(mine, options)])
         on = run_all(engine, [(r["prompt"], o.but(loop_guard=True)) for r, o in zip(mine, options)])
         engine.close()
@@ -236,8 +246,9 @@ if __name__ == "__main__":
     if what == "loop-set":
         save("loop_set", {"entries": len(build_loop_set()), "file": str(LOOP_SET.relative_to(ROOT))})
     elif what == "loop-guard":
-        report = measure_loop_guard()
-        save("loop_guard", report)
+        limit = int(sys.argv[2]) if len(sys.argv) > 2 else MAX_TOKENS
+        report = measure_loop_guard(limit)
+        save("loop_guard" if limit == MAX_TOKENS else f"loop_guard_{limit}", {"max_tokens": limit, **report})
         print(json.dumps({k: v for k, v in report.items() if k != "rows"}, indent=2))
     elif what == "false-alarms":
         save("false_alarms", false_alarms())

@@ -11,6 +11,10 @@ Each round runs both paths back to back in a random order: a laptop's speed drif
 per cent within seconds, so only two runs that close in time compare fairly, and the order
 must not favour either. The report gives the median over rounds of chat/run tokens/s with a
 bootstrap 90 % interval.
+
+Then the model switch: one chat app starts on the model, loads ``switch_to`` (the first load),
+and switches back and forth between the two, both now loaded; each switch is timed from the
+picker's choice to the app ready for the next prompt.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from lynx_edge.chat.store import ChatStore
 from lynx_edge.errors import LynxError
 from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.options import GenerationOptions
+from lynx_edge.runtime.presets import DEFAULT_PRESET
 from lynx_edge.terminal import RunPrinter
 
 SEED = 1234
@@ -60,7 +65,7 @@ async def _app_rate(
 
     The apps share one model thread, as one app's replies do in a session."""
     app = ChatApp(
-        lambda: engine,
+        lambda _: engine,
         GenerationOptions(max_tokens=max_tokens, seed=SEED),
         store=ChatStore(history),
         measure_savings=False,
@@ -69,7 +74,7 @@ async def _app_rate(
     async with app.run_test(headless=headless, size=TERMINAL) as pilot:
         while app.engine is None:
             await pilot.pause(0.02)
-        app.lynx = False
+        app.settings.lynx = False
         app.query_one("#prompt").value = prompt
         await pilot.press("enter")
         while app.running is None:
@@ -83,10 +88,43 @@ async def _app_rate(
         return result.tokens_per_second, result.tokens.total
 
 
+async def _switch_seconds(
+    model: str, other: str, n_threads: int | None, history: Path, headless: bool, switches: int = 4
+) -> list[float]:
+    """Seconds for each model switch in one chat app: ``other``'s first load, then
+    ``switches`` more between the two, both loaded."""
+
+    def load(spec: str) -> Engine:
+        return Engine(spec, n_threads=n_threads)
+
+    app = ChatApp(load, GenerationOptions(max_tokens=16), model=model, store=ChatStore(history), measure_savings=False)
+    seconds = []
+    async with app.run_test(headless=headless, size=TERMINAL) as pilot:
+        while app.engine is None:
+            await pilot.pause(0.01)
+        for i in range(switches + 1):
+            spec = other if i % 2 == 0 else model
+            start = time.perf_counter()
+            app.load_model(spec)  # what the picker does with a choice
+            while app.loading is not None:
+                await pilot.pause(0.005)
+            if app.model_spec != spec:
+                raise LynxError(f"bench chat: switching to {spec} failed")
+            seconds.append(round(time.perf_counter() - start, 4))
+    return seconds
+
+
 def measure_rounds(
-    model: str | None, prompt: str, *, max_tokens: int, rounds: int, n_threads: int | None, headless: bool
+    model: str | None,
+    prompt: str,
+    *,
+    max_tokens: int,
+    rounds: int,
+    n_threads: int | None,
+    headless: bool,
+    switch_to: str,
 ) -> dict[str, Any]:
-    """Both paths, ``rounds`` times each, in this process."""
+    """Both paths, ``rounds`` times each, then the model switches, in this process."""
     engine = Engine(model, n_threads=n_threads)
     order = random.Random(SEED)
     rates: dict[str, list[float]] = {"run": [], "chat": []}
@@ -112,10 +150,14 @@ def measure_rounds(
         finally:
             model_thread.shutdown()
             engine.close()
+        switches = asyncio.run(
+            _switch_seconds(model or DEFAULT_PRESET, switch_to, n_threads, Path(tmp) / "switch.sqlite3", headless)
+        )
     return {
         "model": engine.model_name,
         "threads": engine.backend.n_threads,
         "rates": rates,
+        "switch_seconds": switches,
         "seconds": round(time.perf_counter() - start, 1),
     }
 
@@ -172,10 +214,18 @@ def _in_pseudo_terminal(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure_chat_speed(
-    model: str | None, prompt: str, *, max_tokens: int, rounds: int, n_threads: int | None
+    model: str | None, prompt: str, *, max_tokens: int, rounds: int, n_threads: int | None, switch_to: str
 ) -> dict[str, Any]:
-    """The report: both paths' tokens/s per round, their medians and the chat/run ratio."""
-    settings = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "rounds": rounds, "n_threads": n_threads}
+    """The report: both paths' tokens/s per round, their medians and the chat/run ratio; the
+    model switch's first load and the switches after it."""
+    settings = {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "rounds": rounds,
+        "n_threads": n_threads,
+        "switch_to": switch_to,
+    }
     if os.name == "posix":
         measured, terminal = _in_pseudo_terminal(settings), "pseudo-terminal"
     else:
@@ -198,6 +248,10 @@ def measure_chat_speed(
         "chat_vs_run_per_round": [round(x, 3) for x in ratios],
         "chat_vs_run": round(statistics.median(ratios), 3),
         "chat_vs_run_90ci": _bootstrap_interval(ratios),
+        "switch_to": switch_to,
+        "switch_first_load_s": measured["switch_seconds"][0],
+        "switch_loaded_s": measured["switch_seconds"][1:],
+        "switch_loaded_max_s": max(measured["switch_seconds"][1:]),
         "seconds": measured["seconds"],
     }
 

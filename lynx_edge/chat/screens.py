@@ -1,4 +1,5 @@
-"""The chat's modal screens: help, history, and the side-by-side comparison."""
+"""The chat's modal screens: help, history, the model picker, a one-line question (system
+prompt, custom budget), and the side-by-side comparison."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Label, ListItem, ListView, Markdown, Static
+from textual.widgets import Footer, Input, Label, ListItem, ListView, Markdown, Static
 
 from lynx_edge.chat.store import ChatStore
 from lynx_edge.chat.view import AssistantMessage
+from lynx_edge.runtime.model_files import ModelChoice
 
 HELP = """\
 # lynx-edge chat
@@ -34,12 +36,25 @@ thinking in the background and reports the exact **tokens saved** ("—" until m
 | Esc | cancel the answer (what was written stays) |
 | F2 | early exit on / off for the next message |
 | F3 / F4 | stricter / looser risk level α (calibrated values only) |
+| Ctrl+F | effort: low → medium → high → xhigh → max (picks α; max: exit off) |
+| Ctrl+T | thinking on / off |
+| Ctrl+B | thinking budget: none → 256 → 512 → 1024 tokens (custom: Ctrl+P) |
+| F8 | switch the model (the chat goes on with it) |
+| Ctrl+O / Ctrl+Y | copy the last answer / the whole last message |
+| Ctrl+R | regenerate the last reply |
+| F9 | edit the last prompt (Enter resends it in place of the last exchange) |
+| F10 | system prompt for this chat |
 | F5 | compare: rerun the last prompt without early exit, side by side |
 | Ctrl+N | new chat |
 | F6 | history: reopen an earlier chat |
 | F7 | export this chat to Markdown |
+| F12 | theme |
+| Ctrl+P | command palette: every action above, custom budget, theme |
 | F1 | this help |
 | Ctrl+Q | quit (everything is already saved) |
+
+The line above the prompt is the meter: context used of the context size by the last reply
+and how much of it was thinking, then the session's answers, exits and tokens saved.
 """
 
 
@@ -82,6 +97,62 @@ class HistoryScreen(ModalScreen[int | None]):
         self.dismiss(None)
 
 
+class ModelScreen(ModalScreen[str | None]):
+    """The models this machine can run (presets and GGUFs in the cache); Enter picks one."""
+
+    BINDINGS = [Binding("escape", "dismiss_none", "Close")]
+    AUTO_FOCUS = "ListView"
+
+    def __init__(self, choices: list[ModelChoice], current: str | None) -> None:
+        super().__init__()
+        self.choices = choices
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        yield Static("[b]Switch the model[/b] · the conversation goes on with it", classes="title")
+        items = []
+        for c in self.choices:
+            mark = "●" if c.name == self.current else " "
+            probe = "probe ✓" if c.probe else "no probe"
+            items.append(ListItem(Label(f"{mark} {c.name}  ({probe})\n    {c.description}\n    {c.where}")))
+        yield ListView(*items, initial_index=self.initial())
+
+    def initial(self) -> int:
+        return next((i for i, c in enumerate(self.choices) if c.name == self.current), 0)
+
+    @on(ListView.Selected)
+    def chosen(self, event: ListView.Selected) -> None:
+        index = event.list_view.index
+        self.dismiss(self.choices[index].name if index is not None else None)
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
+
+
+class AskScreen(ModalScreen[str | None]):
+    """One line to type (a system prompt, a budget): Enter gives it, Esc gives None."""
+
+    BINDINGS = [Binding("escape", "dismiss_none", "Cancel")]
+    AUTO_FOCUS = "Input"
+
+    def __init__(self, question: str, value: str = "", placeholder: str = "") -> None:
+        super().__init__()
+        self.question = question
+        self.value = value
+        self.placeholder = placeholder
+
+    def compose(self) -> ComposeResult:
+        yield Label(self.question)
+        yield Input(self.value, placeholder=self.placeholder)
+
+    @on(Input.Submitted)
+    def given(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
+
+
 class CompareScreen(ModalScreen[None]):
     """The last reply with early exit beside a rerun of the same prompt without it."""
 
@@ -107,7 +178,7 @@ class CompareScreen(ModalScreen[None]):
     def on_mount(self) -> None:
         src = self.lynx_view
         lynx = self.query_one("#lynx", AssistantMessage)
-        lynx.show_stored(src.thinking_plain, src.answer, src.stats_text)
+        lynx.show_stored(src.thinking_plain, src.answer, src.stats_text, src.header)
         lynx.fold.collapsed = False
 
     def finished(self) -> None:

@@ -51,7 +51,12 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 @dataclass
 class StoredMessage:
-    """One message as stored; ``stats`` holds the assistant's numbers and exit decisions."""
+    """One message as stored; ``stats`` holds the assistant's numbers and exit decisions.
+
+    Roles: ``user``, ``assistant``, ``tool`` (a call's result) — the conversation — and
+    ``system`` (the chat's system prompt from there on) and ``note`` (a model switch: shown,
+    exported, never sent to a model).
+    """
 
     role: str
     content: str
@@ -121,6 +126,14 @@ class ChatStore:
             (message.content, message.thinking, json.dumps(message.stats), message.id),
         )
 
+    def forget_from(self, chat_id: int, message_id: int) -> None:
+        """Forget the conversation from ``message_id`` on (a reply regenerated, a prompt
+        edited); notes and system prompts stay, as they happened."""
+        self.db.execute(
+            "DELETE FROM messages WHERE chat_id = ? AND id >= ? AND role IN ('user', 'assistant', 'tool')",
+            (chat_id, message_id),
+        )
+
     def chats(self) -> list[ChatSummary]:
         rows = self.db.execute(
             "SELECT c.id, c.title, c.model, c.updated, COUNT(m.id) FROM chats c "
@@ -143,21 +156,30 @@ class ChatStore:
 
 
 def chat_markdown(title: str, messages: list[StoredMessage]) -> str:
-    """A chat as Markdown: questions, the thinking folded in <details>, answers, stats."""
-    parts = [f"# {title}\n"]
-    for m in messages:
-        if m.role == "user":
-            parts.append(f"## You\n\n{m.content}\n")
-            continue
-        if m.role == "tool":
-            parts.append(f"## Tool result\n\n```\n{m.content}\n```\n")
-            continue
-        parts.append("## Assistant\n")
-        if m.thinking:
-            parts.append(f"<details><summary>Thinking</summary>\n\n{m.thinking}\n\n</details>\n")
-        parts.append(f"{m.content}\n")
-        for call in m.stats.get("tool_calls", []):
-            parts.append(f"`{call['name']}({json.dumps(call['arguments'], ensure_ascii=False)})`\n")
-        if line := m.stats.get("line"):
-            parts.append(f"_{line}_\n")
+    """A chat as Markdown: questions, the thinking folded in <details>, answers, and under each
+    answer the model, the settings and the exit it ran with."""
+    return "\n".join([f"# {title}\n", *(message_markdown(m) for m in messages)])
+
+
+def message_markdown(m: StoredMessage) -> str:
+    """One message as Markdown (the export's piece, and what "copy message" copies)."""
+    if m.role == "user":
+        return f"## You\n\n{m.content}\n"
+    if m.role == "tool":
+        return f"## Tool result\n\n```\n{m.content}\n```\n"
+    if m.role == "system":
+        return f"## System prompt\n\n{m.content or '(cleared: the model default)'}\n"
+    if m.role == "note":
+        return f"> {m.content}\n"
+    parts = ["## Assistant\n"]
+    if m.thinking:
+        summary = m.stats.get("header") or "Thinking"
+        parts.append(f"<details><summary>{summary}</summary>\n\n{m.thinking}\n\n</details>\n")
+    parts.append(f"{m.content}\n")
+    for call in m.stats.get("tool_calls", []):
+        parts.append(f"`{call['name']}({json.dumps(call['arguments'], ensure_ascii=False)})`\n")
+    if line := m.stats.get("line"):
+        parts.append(f"_{line}_\n")
+    if settings := m.stats.get("settings"):
+        parts.append(f"_{settings}_\n")
     return "\n".join(parts)

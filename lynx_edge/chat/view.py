@@ -12,7 +12,7 @@ from textual.containers import Vertical
 from textual.content import Content, Span
 from textual.widgets import Collapsible, Markdown, Static
 
-from lynx_edge.display import cue_marker, exit_words, readable_answer, stats_line
+from lynx_edge.display import cue_marker, exit_words, readable_answer, stats_line, thinking_header
 from lynx_edge.events import AnswerDelta, CueScored, Event, ExitTaken, Reply, ThinkingDelta, ToolCall
 
 
@@ -22,6 +22,13 @@ class UserMessage(Static):
     DEFAULT_CSS = """
     UserMessage { margin: 1 0 0 0; padding: 0 1; background: $boost; border-left: thick $accent; }
     """
+
+
+class Note(Static):
+    """Something that changed between replies (the model, the system prompt): shown and
+    exported, never sent to the model."""
+
+    DEFAULT_CSS = "Note { margin: 1 0 0 0; padding: 0 1; color: $text-muted; text-style: italic; }"
 
 
 LIVE_LINES = 8  # lines of thinking shown while it streams
@@ -167,21 +174,25 @@ class AssistantMessage(Vertical):
             self.markdown.update(readable_answer(self.answer))
         if self.result.tool_calls:
             self.calls.update(calls_text(self.result.tool_calls))
-        exited = f" · exited at '{self.result.exit.cue}'" if self.result.exit else ""
-        self.fold.title = f"{self.label} · {self.result.tokens.thinking} tok{exited}"
+        self.fold.title = self.header
+
+    @property
+    def header(self) -> str:
+        """The thinking block's title once the reply is complete."""
+        return thinking_header(self.result) if self.result else self.label
 
     @property
     def stats_text(self) -> str:
         return stats_line(self.result, self.savings, measuring=self.measuring) if self.result else ""
 
-    def show_stored(self, thinking: str, answer: str, stats: str) -> None:
+    def show_stored(self, thinking: str, answer: str, stats: str, header: str = "") -> None:
         """Render a message reopened from history (thinking folded)."""
         self.reply = Reply(thinking=thinking, answer=answer)
         self.block.add(thinking)
         self.block.show_all()
         self.markdown.update(readable_answer(answer))
         self.stats.update(stats)
-        self.fold.title = self.label
+        self.fold.title = header or self.label
         self.fold.collapsed = True
 
 

@@ -188,16 +188,27 @@ def bench_overhead(model, tokens, repeats, threads, out):  # noqa: ANN001, ANN20
     help="Rounds; each runs both paths in a random order.",
 )
 @click.option("--threads", type=int, help="CPU threads (same for both).")
+@click.option(
+    "--switch-to",
+    default="smollm2-135m",
+    show_default=True,
+    help="The model the chat switches to and back from (timed: the first load, then the switches).",
+)
 @click.option("--out", type=click.Path(), default="bench-chat.json", show_default=True, help="JSON report path.")
 @exits_on_user_error
-def bench_chat(model, prompt, tokens, rounds, threads, out):  # noqa: ANN001, ANN201
-    """Tokens/s inside the chat app against the `lynx-edge run` loop, same engine and prompt."""
+def bench_chat(model, prompt, tokens, rounds, threads, switch_to, out):  # noqa: ANN001, ANN201
+    """Tokens/s inside the chat app against the `lynx-edge run` loop, same engine and prompt;
+    then the time a model switch takes in the chat."""
     from lynx_edge.bench.chat_speed import measure_chat_speed
 
-    report = measure_chat_speed(model, prompt, max_tokens=tokens, rounds=rounds, n_threads=threads)
+    report = measure_chat_speed(model, prompt, max_tokens=tokens, rounds=rounds, n_threads=threads, switch_to=switch_to)
     Path(out).write_text(json.dumps(report, indent=2) + "\n")
     lo, hi = report["chat_vs_run_90ci"]
     click.echo(f"run  {report['median_run']:.1f} tok/s (median of {rounds}, {report['threads']} threads)")
     click.echo(f"chat {report['median_chat']:.1f} tok/s in a {report['terminal']}")
     click.echo(f"chat/run = {report['chat_vs_run']:.3f} (90% interval {lo:.3f}–{hi:.3f})")
+    click.echo(
+        f"model switch to {switch_to}: first load {report['switch_first_load_s']:.2f} s, "
+        f"then at most {report['switch_loaded_max_s']:.3f} s with both loaded"
+    )
     click.echo(f"wrote {out}")

@@ -8,6 +8,7 @@ and the fix); 2 a malformed command line (an unknown option, a value out of its 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -158,11 +159,17 @@ def run(prompt: str | None, as_json: bool, **kwargs: Any) -> None:
 def chat(no_measure_savings: bool, **kwargs: Any) -> None:
     """Terminal chat: live thinking with every exit decision, answers, tokens saved, history."""
     from lynx_edge.chat.app import ChatApp
+    from lynx_edge.runtime.presets import DEFAULT_PRESET
 
-    load = engine_args(kwargs)
+    model, probe, *rest = engine_args(kwargs)
+    start = str(model or DEFAULT_PRESET)
     defaults = options_from(kwargs)
-    prepare_model(load[0])
-    app = ChatApp(lambda: load_engine(*load), defaults, measure_savings=not no_measure_savings)
+    prepare_model(start)
+
+    def load(spec: str):  # noqa: ANN202 - an Engine; --probe is the start model's, a picked one gets its own
+        return load_engine(spec, probe if spec == start else None, *rest)
+
+    app = ChatApp(load, defaults, model=start, measure_savings=not no_measure_savings)
     app.run()
 
 
@@ -170,29 +177,18 @@ def chat(no_measure_savings: bool, **kwargs: Any) -> None:
 def models() -> None:
     """List model presets (which have a shipped probe) and the GGUF files on this machine."""
     from lynx_edge.display import probe_device_words
-    from lynx_edge.runtime.model_files import cache_dir, default_probe, local_file
-    from lynx_edge.runtime.presets import DEFAULT_PRESET, PRESETS
+    from lynx_edge.runtime.model_files import available_models
     from lynx_edge.runtime.probe_card import ProbeCard
 
-    known = set()
-    for name, preset in PRESETS.items():
-        local = local_file(preset)
-        known.add(local)
-        if local:
-            where = str(local)
-        elif preset.adapter:
-            where = f"{preset.package} + shipped adapter (merged on first use)"
-        else:
-            where = f"hub: {preset.hf_repo}/{preset.hf_file} (pulled on first use)"
-        probe_dir = default_probe(preset)
-        mark = "*" if name == DEFAULT_PRESET else " "
-        click.echo(f"{mark} {name:32} {'probe ✓' if probe_dir else 'no probe':9} {preset.description}")
-        click.echo(f"  {'':32} {'':9} {where}")
-        if probe_dir:
-            click.echo(f"  {'':32} {'':9} probe runs on {probe_device_words(ProbeCard.load(probe_dir))}")
-    cached = sorted(cache_dir().rglob("*.gguf")) if cache_dir().is_dir() else []
-    for path in (p for p in cached if p not in known):
-        click.echo(f"  {path.name:32} {'':9} {path}")
+    for choice in available_models():
+        if not choice.preset:
+            click.echo(f"  {Path(choice.name).name:32} {'':9} {choice.where}")
+            continue
+        mark = "*" if choice.default else " "
+        click.echo(f"{mark} {choice.name:32} {'probe ✓' if choice.probe else 'no probe':9} {choice.description}")
+        click.echo(f"  {'':32} {'':9} {choice.where}")
+        if choice.probe:
+            click.echo(f"  {'':32} {'':9} probe runs on {probe_device_words(ProbeCard.load(choice.probe))}")
 
 
 @main.command()

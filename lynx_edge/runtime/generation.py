@@ -172,6 +172,7 @@ class Generation:
         self.looping_call: int | None = None  # where a call caught looping is taken back to
         self.closing_call: Sampler | None = None  # the request's sampler, while a call is nudged shut
         self.call_shut = False  # a call that would not end was nudged shut (once per reply)
+        self.thought_at: float | None = None  # when the thinking closed (perf_counter)
 
     # ---- main loop ------------------------------------------------------------------
     def steps(self) -> Step:
@@ -187,6 +188,8 @@ class Generation:
             elif not plan.think:
                 out = yield from self._write(self.e.conclude_text(self.ledger.text))
             while True:
+                if self.thought_at is None and (self.ledger.closed or self.exit is not None):
+                    self.thought_at = time.perf_counter()
                 if self.cancelled.is_set():
                     self.finish_reason = "cancelled"
                     break
@@ -218,7 +221,8 @@ class Generation:
         self.pending = None
         answer, calls = self._reply()
         yield from self.stream.flush(final=True, answer_hold=self._answer_hold(calls))
-        result = self._result(answer, calls, time.perf_counter() - start, time.perf_counter() - decode_start)
+        end = time.perf_counter()
+        result = self._result(answer, calls, end - start, end - decode_start, (self.thought_at or end) - start)
         yield Done(result)
         if plan.measure_savings and self.resume and self.finish_reason != "cancelled":
             yield from self._measure_savings(result)
@@ -556,7 +560,9 @@ class Generation:
         self.stream.rewind()
 
     # ---- results ----------------------------------------------------------------------
-    def _result(self, answer: str, calls: list[ToolCall], seconds: float, decode_seconds: float) -> GenerationResult:
+    def _result(
+        self, answer: str, calls: list[ToolCall], seconds: float, decode_seconds: float, thinking_seconds: float
+    ) -> GenerationResult:
         ledger = self.ledger
         thinking_tokens = self.exit_token if self.exit else (ledger.answer_token if ledger.closed else len(ledger))
         generated = len(ledger)
@@ -579,6 +585,7 @@ class Generation:
             mode=policy.mode,
             exit_style=self.plan.exit_style,
             seconds=round(seconds, 4),
+            thinking_seconds=round(thinking_seconds, 4),
             trial_seconds=round(self.trial_seconds, 4),
             finish_reason=finish,
             seed=self.plan.sampling.seed,

@@ -151,3 +151,38 @@ def default_probe(preset: ModelPreset) -> Path | None:
         if card.is_file():
             return card.parent
     return None
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A model this machine can run: what ``--model`` takes for it, and where it comes from
+    (``lynx-edge models`` lists them; the chat's model picker offers them)."""
+
+    name: str  # a preset name, or a GGUF file's path
+    description: str
+    where: str  # the local file, or how it is made or pulled on first use
+    probe: Path | None  # the shipped probe's directory
+    preset: bool = True
+    default: bool = False
+
+
+def available_models() -> list[ModelChoice]:
+    """Every preset (with its file, or how it is got), then the GGUFs in the model cache that
+    no preset claims."""
+    choices, known = [], set()
+    for name, preset in PRESETS.items():
+        local = local_file(preset)
+        known.add(local)
+        if local:
+            where = str(local)
+        elif preset.adapter:
+            where = f"{preset.package} + shipped adapter (merged on first use)"
+        else:
+            where = f"hub: {preset.hf_repo}/{preset.hf_file} (pulled on first use)"
+        choices.append(
+            ModelChoice(name, preset.description, where, default_probe(preset), default=name == DEFAULT_PRESET)
+        )
+    cached = sorted(cache_dir().rglob("*.gguf")) if cache_dir().is_dir() else []
+    for path in (p for p in cached if p not in known):
+        choices.append(ModelChoice(str(path), "a GGUF file in the model cache", str(path), None, preset=False))
+    return choices

@@ -27,6 +27,11 @@ ExitPolicyName = Literal["auto", "none", "probe", "deer", "consistency"]
 MAX_TOP_LOGPROBS = 20
 MAX_PARALLEL_CALLS = 8  # calls one answer may hold when parallel calls are allowed
 TOOL_CHOICES = ("auto", "none", "required")
+# The effort words apps send ("think harder", "think less"), as risk levels: more effort, a
+# stricter level. "max" turns early exit off and "none" the thinking; every door and the chat
+# read them here, and a card serves the largest calibrated level at or below each.
+Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+EFFORT_ALPHA = {"minimal": 0.3, "low": 0.2, "medium": 0.1, "high": 0.05, "xhigh": 0.02}
 
 
 class FunctionTool(BaseModel):

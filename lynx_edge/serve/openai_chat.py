@@ -17,13 +17,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from lynx_edge.events import GenerationResult, TokenLogprob, ToolCall
-from lynx_edge.runtime.options import GenerationOptions
+from lynx_edge.runtime.options import Effort, GenerationOptions
 from lynx_edge.runtime.tool_calls import assistant_turn, tool_turn
 from lynx_edge.serve.wire import (
     ApiError,
     Ask,
     Collected,
-    Effort,
     LynxOptions,
     Number,
     Piece,

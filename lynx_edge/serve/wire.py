@@ -13,19 +13,16 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from lynx_edge.errors import SettingError
 from lynx_edge.events import AnswerDelta, Done, Reply, ThinkingDelta, TokenLogprob
-from lynx_edge.runtime.options import GenerationOptions
+from lynx_edge.runtime.options import EFFORT_ALPHA, Effort, GenerationOptions
 
 log = logging.getLogger("lynx_edge.serve")
 
-# less effort = more risk = earlier exits; "none" skips the thinking, "max" thinks to the end
-Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
-EFFORT_ALPHA = {"minimal": 0.3, "low": 0.2, "medium": 0.1, "high": 0.05, "xhigh": 0.02}
 LYNX_FIELDS = ("alpha", "exit", "answer_reserve", "measure_savings", "loop_guard", "exit_style")
 Number = StrictFloat | StrictInt
 Model = TypeVar("Model", bound=BaseModel)

@@ -57,12 +57,18 @@ class RecordingApp(ChatApp):
 
 def make_app(model: Path, tmp_path: Path, **kwargs) -> RecordingApp:
     return RecordingApp(
-        lambda: Engine(model, n_threads=2),
+        load,
         GenerationOptions(max_tokens=kwargs.pop("max_tokens", 160), loop_guard=kwargs.pop("loop_guard", True)),
+        model=str(model),
         store=ChatStore(tmp_path / "chats.sqlite3"),
         export_dir=tmp_path,
         **kwargs,
     )
+
+
+def load(spec: str) -> Engine:
+    """The chat's model loader in tests: two threads, the shipped probe when one fits."""
+    return Engine(spec, n_threads=2)
 
 
 async def until(pilot, condition, timeout: float = 90.0) -> None:
@@ -184,11 +190,11 @@ async def test_alpha_steps_through_calibrated_levels(smol: Path, tmp_path: Path)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await pilot.press("f3")
-        assert app.alpha == 0.05 and "α=0.05" in app.sub_title
+        assert app.settings.alpha == 0.05 and "α=0.05" in app.sub_title
         await pilot.press("f3")  # already the smallest: stays, with a notice
-        assert app.alpha == 0.05
+        assert app.settings.alpha == 0.05
         await pilot.press("f4", "f4")
-        assert app.alpha == 0.2 and "α=0.2" in app.sub_title
+        assert app.settings.alpha == 0.2 and "α=0.2" in app.sub_title
         view = await ask(pilot)
         await until(pilot, lambda: view.result is not None)
         assert view.result.alpha == 0.2
@@ -236,7 +242,7 @@ async def test_compare_reruns_without_lynx_side_by_side(smol: Path, tmp_path: Pa
 
 
 async def test_missing_model_is_a_notice_and_history_still_opens(tmp_path: Path) -> None:
-    def missing() -> Engine:
+    def missing(spec: str) -> Engine:
         raise ModelError(f"no model file at {tmp_path / 'nope.gguf'}: pass --model PATH to a GGUF file")
 
     app = RecordingApp(missing, store=ChatStore(tmp_path / "chats.sqlite3"))
@@ -254,7 +260,9 @@ async def test_missing_model_is_a_notice_and_history_still_opens(tmp_path: Path)
 
 
 async def test_a_model_without_a_probe_says_so_and_names_its_policy(reasoner: Path, tmp_path: Path) -> None:
-    app = RecordingApp(lambda: Engine(reasoner, probe=None, n_threads=2), store=ChatStore(tmp_path / "c.sqlite3"))
+    app = RecordingApp(
+        lambda spec: Engine(spec, probe=None, n_threads=2), model=str(reasoner), store=ChatStore(tmp_path / "c.sqlite3")
+    )
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await ready(pilot)
         assert any("no probe matches" in n and "lynx-edge probe make" in n for n in app.notices)
@@ -357,7 +365,7 @@ async def test_a_tool_call_is_shown_and_answered_with_result(tmp_path: Path) -> 
         max_tokens=200, temperature=0, tools=[calculator], tool_choice="calculator", parallel_tool_calls=False
     )
     store = ChatStore(tmp_path / "chats.sqlite3")
-    app = RecordingApp(lambda: Engine(n_threads=2), options, store=store, export_dir=tmp_path, measure_savings=False)
+    app = RecordingApp(load, options, store=store, export_dir=tmp_path, measure_savings=False)
     async with app.run_test() as pilot:
         await ready(pilot)
         view = await ask(pilot, "What is 8 * 23?")
