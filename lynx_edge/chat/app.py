@@ -420,7 +420,8 @@ class ChatApp(App[None]):
         await log.mount(*before, view)
         log.scroll_end(animate=False)
         self.last_reply = LastReply(stored.id, view)
-        made_with = {"model": self.engine.model_name, "settings": f"{self.engine.model_name} · {self.settings.words()}"}
+        settings = f"{self.engine.model_name} · {self.settings.words()} · {self.policy_words()}"
+        made_with = {"model": self.engine.model_name, "settings": settings, "options": asdict(self.settings)}
         # start once the new widgets are laid out, so mounting them does not compete with the
         # first tokens for the CPU
         self.call_after_refresh(self.begin, Turn(view, stored, made_with=made_with), events)
@@ -656,8 +657,9 @@ class ChatApp(App[None]):
         def picked(spec: str | None) -> None:
             if spec is None or model_key(spec) == model_key(self.model_spec):
                 return
-            if self.answering:
-                self.action_cancel()
+            running = self.running
+            if running is not None and not running.finished.is_set() and self.engine is not None:
+                self.engine.cancel()  # an answer, or a savings measurement: the load waits for neither
             self.load_model(spec)
 
         self.push_screen(ModelScreen(available_models(), current=self.current_choice()), picked)
