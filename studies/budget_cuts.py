@@ -1,0 +1,109 @@
+"""Where a thinking budget should cut: the runtime's soft rule against alternatives, measured.
+
+    python studies/budget_cuts.py   # → studies/results/budget-cuts.json
+
+On the bench's 500 recorded greedy traces of the reasoner (``studies/results/reasoner-synthetic500``)
+each rule picks its cut at 25, 50 and 75 % of the median thinking; what the runtime writes there
+(the conclude exit, then the model's greedy answer) is generated once per new cut on the bench's
+replay door and graded — cuts the bench already answered are read from its ``problems.jsonl``.
+Rules (grace: tokens the cut may run past the budget to reach a line or sentence end):
+
+- ``raw``: exactly at the budget (llama.cpp's ``--reasoning-budget``);
+- ``soft``: a grace of an eighth, else back to the last line or sentence end (the runtime before);
+- ``soft, grace ¼``: the same with a grace of a quarter;
+- ``forward``: a grace of an eighth, else the last gap between words at or after the budget — a
+  cut never moves back to a finished step, whose result the answer would then repeat;
+- ``forward, grace ¼``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from lynx_edge.lab.evaluate import Bench, BenchSettings, _Answers
+from lynx_edge.lab.methods import budget_key, budget_tokens, median_thinking
+from lynx_edge.lab.problems import load_problems
+from lynx_edge.runtime.boundaries import MAX_GRACE, CutWindow
+from lynx_edge.runtime.engine import Engine
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "studies/results/reasoner-synthetic500"
+OUT = ROOT / "studies/results/budget-cuts.json"
+FRACTIONS = (0.25, 0.5, 0.75)
+
+
+def window(tokens: int, grace_share: int, *, back: bool) -> CutWindow:
+    grace = min(MAX_GRACE, max(1, tokens // grace_share))
+    reach = min(64, max(1, tokens // 4)) if back else 0
+    return CutWindow(tokens, tokens + grace, tokens - reach)
+
+
+RULES: dict[str, Callable[[Sequence[str], int], int]] = {
+    "raw": lambda pieces, tokens: tokens,
+    "soft": lambda pieces, tokens: window(tokens, 8, back=True).cut(pieces),
+    "soft, grace ¼": lambda pieces, tokens: window(tokens, 4, back=True).cut(pieces),
+    "forward": lambda pieces, tokens: window(tokens, 8, back=False).cut(pieces),
+    "forward, grace ¼": lambda pieces, tokens: window(tokens, 4, back=False).cut(pieces),
+}
+
+
+def main() -> None:
+    traces = [json.loads(line) for line in (BENCH / "traces.jsonl").open()]
+    known = {r["id"]: r for r in map(json.loads, (BENCH / "problems.jsonl").open())}
+    problems = {p.id: p for p in load_problems(ROOT / "data/synthetic/test.jsonl").problems}
+    engine = Engine("smollm2-135m-reasoner", n_threads=2)
+    bench = Bench(engine, BenchSettings())
+    median = median_thinking([t["thinking_tokens"] for t in traces])
+    results: dict[str, dict[str, list[tuple[bool, int]]]] = {r: {f"{f:.0%}": [] for f in FRACTIONS} for r in RULES}
+    for n, trace in enumerate(traces):
+        problem = problems[trace["id"]]
+        thinking = trace["thinking_tokens"]
+        pieces = engine.token_texts(trace["trace"])[:thinking]
+        answered = {
+            m["cut"]: (m["correct"], m["tokens"]) for m in known[trace["id"]]["methods"].values() if m.get("exited")
+        }
+        full = known[trace["id"]]["methods"]["full"]
+        cuts = {
+            (rule, f): cut if (cut := pick(pieces, budget_tokens(median, f))) < thinking else None
+            for rule, pick in RULES.items()
+            for f in FRACTIONS
+        }
+        new = sorted({c for c in cuts.values() if c is not None and c not in answered})
+        if new:
+            answers = _Answers(
+                bench._exit_text(engine.token_texts(trace["trace"])), engine.exit_text, bench._answer_cap
+            )
+            answers.prepare(bench.replay, trace, new, [])
+            for cut in new:
+                forced, _ = answers.get(cut)
+                answered[cut] = (bench._graded(problem, forced)[1], cut + forced.tokens)
+        for (rule, f), cut in cuts.items():
+            results[rule][f"{f:.0%}"].append(answered[cut] if cut is not None else (full["correct"], full["tokens"]))
+        if n % 50 == 0:
+            print(f"{n}/{len(traces)} problems", file=sys.stderr)
+    table = {
+        rule: {
+            f: {
+                "accuracy": round(sum(c for c, _ in rows) / len(rows), 4),
+                "mean_tokens": round(sum(t for _, t in rows) / len(rows), 1),
+            }
+            for f, rows in by_f.items()
+        }
+        for rule, by_f in results.items()
+    }
+    bench_rows = {f"{f:.0%}": budget_key(f) for f in FRACTIONS}
+    OUT.write_text(
+        json.dumps(
+            {"problems": len(traces), "median_thinking": median, "rules": table, "bench_keys": bench_rows}, indent=2
+        )
+        + "\n"
+    )
+    for rule, by_f in table.items():
+        print(rule, {f: (v["accuracy"], v["mean_tokens"]) for f, v in by_f.items()})
+
+
+if __name__ == "__main__":
+    main()
