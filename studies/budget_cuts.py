@@ -9,11 +9,12 @@ replay door and graded — cuts the bench already answered are read from its ``p
 Rules (grace: tokens the cut may run past the budget to reach a line or sentence end):
 
 - ``raw``: exactly at the budget (llama.cpp's ``--reasoning-budget``);
-- ``soft``: a grace of an eighth, else back to the last line or sentence end (the runtime before);
-- ``soft, grace ¼``: the same with a grace of a quarter;
-- ``forward``: a grace of an eighth, else the last gap between words at or after the budget — a
-  cut never moves back to a finished step, whose result the answer would then repeat;
-- ``forward, grace ¼``.
+- ``back``: the first line or sentence end within a grace of an eighth after the budget, else
+  back to the last one before it (the runtime's rule until this study);
+- ``runtime``: the runtime's rule now (``CutWindow.budget``): the same grace, else the last gap
+  between words in it — forward, so the cut never returns to a finished step, whose result the
+  answer would then repeat — and back only when there is no room ahead;
+- ``back, grace ¼`` and ``runtime, grace ¼``: the same with a grace of a quarter.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 from lynx_edge.lab.evaluate import Bench, BenchSettings, _Answers
 from lynx_edge.lab.methods import budget_key, budget_tokens, median_thinking
 from lynx_edge.lab.problems import load_problems
-from lynx_edge.runtime.boundaries import MAX_GRACE, CutWindow
+from lynx_edge.runtime.boundaries import MAX_GRACE, MAX_REACH, NATURAL, CutWindow, boundary_at
 from lynx_edge.runtime.engine import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,18 +36,33 @@ OUT = ROOT / "studies/results/budget-cuts.json"
 FRACTIONS = (0.25, 0.5, 0.75)
 
 
-def window(tokens: int, grace_share: int, *, back: bool) -> CutWindow:
+def window(tokens: int, grace_share: int) -> CutWindow:
     grace = min(MAX_GRACE, max(1, tokens // grace_share))
-    reach = min(64, max(1, tokens // 4)) if back else 0
-    return CutWindow(tokens, tokens + grace, tokens - reach)
+    return CutWindow(tokens, tokens + grace, tokens - min(MAX_REACH, max(1, tokens // 4)))
+
+
+def back_first(w: CutWindow, pieces: Sequence[str]) -> int:
+    """The rule before this study: a natural boundary in the grace, else the last one before
+    the target, else the last gap between words in the window, else the hard end."""
+    text = "".join(pieces[: w.start])
+    kinds = {}
+    for i in range(w.start, min(w.hard + 1, len(pieces))):
+        kinds[i] = boundary_at(text, pieces[i])
+        text += pieces[i]
+    after = [i for i in range(w.target, w.hard + 1) if kinds.get(i) in NATURAL]
+    if after or w.hard >= len(pieces):
+        return after[0] if after else len(pieces)
+    natural = [i for i in range(w.start, w.target) if kinds[i] in NATURAL]
+    gaps = [i for i, kind in kinds.items() if kind is not None]
+    return (natural or gaps or [w.hard])[-1]
 
 
 RULES: dict[str, Callable[[Sequence[str], int], int]] = {
     "raw": lambda pieces, tokens: tokens,
-    "soft": lambda pieces, tokens: window(tokens, 8, back=True).cut(pieces),
-    "soft, grace ¼": lambda pieces, tokens: window(tokens, 4, back=True).cut(pieces),
-    "forward": lambda pieces, tokens: window(tokens, 8, back=False).cut(pieces),
-    "forward, grace ¼": lambda pieces, tokens: window(tokens, 4, back=False).cut(pieces),
+    "back": lambda pieces, tokens: back_first(window(tokens, 8), pieces),
+    "runtime": lambda pieces, tokens: CutWindow.budget(tokens).cut(pieces),
+    "back, grace ¼": lambda pieces, tokens: back_first(window(tokens, 4), pieces),
+    "runtime, grace ¼": lambda pieces, tokens: window(tokens, 4).cut(pieces),
 }
 
 

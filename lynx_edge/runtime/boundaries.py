@@ -5,8 +5,16 @@ between two digits of a number or inside a word, and the answer written after su
 worse than the budget deserves (llama.cpp's ``--reasoning-budget`` does this). lynx-edge cuts
 inside a ``CutWindow`` instead, by one rule that the runtime applies token by token and the
 bench applies to a recorded trace: the first end of a line or sentence at or after the
-window's target (within its grace), else the last one before the target (within its reach),
-else the last gap between words in the window, else the window's hard end.
+window's target (within its grace), else the last gap between words in the grace, else the
+last line or sentence end before the target (within its reach), else the last gap between
+words there, else the window's hard end.
+
+Why forward before back: a cut moved back to the last sentence end lands just after a
+finished step ("… = 500 + 225 = 725."), and the answer then repeats that step's result; a cut
+after the budget leaves the next step open ("725 + 19"), and the answer completes it. On the
+bench's 500 traces (``studies/budget_cuts.py``) moving back answered 49.4 % at half the median
+thinking, below the raw cut's 58.4 %; forward first answers 62.6 %, and beats the raw cut at
+every budget measured.
 
 Positions are token indices: a cut at ``i`` keeps ``pieces[:i]``.
 """
@@ -77,15 +85,15 @@ class CutWindow:
 
     def fallback(self, pieces: Sequence[str]) -> int:
         """The cut once the hard end is reached with no natural boundary after the target:
-        the last line or sentence end in ``[start, target)``, else the last gap between words
-        in ``[start, hard]``, else ``hard``. ``pieces`` holds at least ``hard + 1`` pieces."""
+        the last gap between words in ``[target, hard]``, else the last line or sentence end
+        in ``[start, target)``, else the last gap between words there, else ``hard``.
+        ``pieces`` holds at least ``hard + 1`` pieces."""
         kinds = {}
         text = "".join(pieces[: self.start])
         for i in range(self.start, self.hard + 1):
             kinds[i] = boundary_at(text, pieces[i])
             text += pieces[i]
+        ahead = [i for i in range(self.target, self.hard + 1) if kinds[i] is not None]
         natural = [i for i in range(self.start, self.target) if kinds[i] in NATURAL]
-        if natural:
-            return natural[-1]
-        gaps = [i for i, kind in kinds.items() if kind is not None]
-        return gaps[-1] if gaps else self.hard
+        behind = [i for i in range(self.start, self.target) if kinds[i] is not None]
+        return (ahead or natural or behind or [self.hard])[-1]

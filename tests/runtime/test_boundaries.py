@@ -16,10 +16,14 @@ def test_a_cut_inside_a_number_moves_to_a_sentence_end() -> None:
     assert kept(6, 8, 2) == "So the total is 123."  # the grace reaches the sentence end after the number
 
 
-def test_a_sentence_or_line_end_just_before_the_target_wins_over_a_later_word_gap() -> None:
-    assert kept(10, 10, 5) == "So the total is 123."
-    assert kept(12, 12, 6) == "So the total is 123."
-    assert kept(11, 11, 10) == "So the total is 123. Then we add"  # the sentence end is out of reach
+def test_with_no_sentence_end_ahead_the_cut_stays_at_the_open_step_not_the_finished_one() -> None:
+    # moving back to "…123." would make the answer repeat 123; "Then we" leaves the step open
+    assert kept(10, 10, 5) == "So the total is 123. Then we"
+    assert kept(11, 11, 10) == "So the total is 123. Then we add"
+
+
+def test_with_no_gap_ahead_the_cut_moves_back_to_the_last_sentence_end() -> None:
+    assert kept(12, 12, 6) == "So the total is 123."  # "add 4|5": no room ahead, never inside a number
 
 
 def test_the_first_natural_boundary_after_the_target_wins() -> None:
