@@ -662,12 +662,9 @@ class ChatApp(App[None]):
                 self.engine.cancel()  # an answer, or a savings measurement: the load waits for neither
             self.load_model(spec)
 
-        self.push_screen(ModelScreen(available_models(), current=self.current_choice()), picked)
-
-    def current_choice(self) -> str:
-        """The picker's name for the model in use."""
-        key = model_key(self.model_spec)
-        return next((c.name for c in available_models() if model_key(c.name) == key), self.model_spec)
+        choices, key = available_models(), model_key(self.model_spec)
+        current = next((c.name for c in choices if model_key(c.name) == key), self.model_spec)  # the picker's name
+        self.push_screen(ModelScreen(choices, current=current), picked)
 
     def action_copy_answer(self) -> None:
         reply = self.last_reply
