@@ -16,7 +16,7 @@ from lynx_edge.events import CueScored, ExitTaken, GenerationResult, Savings
 from lynx_edge.runtime.conditions import conditions_words
 from lynx_edge.runtime.onnx_probe import provider_for
 from lynx_edge.runtime.probe_card import ProbeCard
-from lynx_edge.runtime.rules import entry_rule
+from lynx_edge.runtime.rules import PROMISE_SENTENCES, entry_rule, promises_of, section
 
 
 def fmt_threshold(value: float | None) -> str:
@@ -59,8 +59,8 @@ def exit_words(event: ExitTaken) -> str:
 
 def thinking_header(result: GenerationResult) -> str:
     """A reply's thinking in one title: how long and how much, where it was cut and why, and
-    the risk level with whether it was a guarantee ("Thought for 3.2 s · 122 tok · cut at
-    'Wait' (token 43) by the probe · α=0.1 guaranteed")."""
+    the risk level with whether it holds here ("Thought for 3.2 s · 122 tok · cut at 'Wait'
+    (token 43) by the probe · α 0.02 at 90 % confidence (agreement)")."""
     t, e = result.tokens.thinking, result.exit
     if t == 0 and e is None:
         return "No thinking"
@@ -74,7 +74,7 @@ def thinking_header(result: GenerationResult) -> str:
     else:
         parts.append(f"cut at '{e.cue}' (token {e.token_index}) by the {e.policy}")
     if result.alpha is not None:
-        parts.append(f"α={result.alpha:g} " + ("guaranteed" if result.guarantee else "estimated, not guaranteed"))
+        parts.append(risk_words(result))
     elif result.policy != "none":
         parts.append(f"{result.policy}: no guarantee")
     return " · ".join(parts)
@@ -108,9 +108,20 @@ def stats_line(result: GenerationResult, savings: Savings | None = None, *, meas
         parts.append("saved —" if result.exited else "saved 0 tok")
     if result.finish_reason != "stop":
         parts.append(result.finish_reason)
+    if result.alpha is not None:
+        parts.append(risk_words(result))
     if result.estimate_because:
-        parts.append(f"α is an estimate here, not a guarantee: {'; '.join(result.estimate_because)}")
+        parts.append(f"not guaranteed here: {'; '.join(result.estimate_because)}")
     return " · ".join(parts)
+
+
+def risk_words(result: GenerationResult) -> str:
+    """The reply's risk level as a statement, or as an estimate where the request left the
+    calibration's conditions: "α 0.02 at 90 % confidence (agreement)"."""
+    if result.guarantee and result.risk:
+        return result.risk
+    kind = f" ({result.promise})" if result.promise else ""
+    return f"α {result.alpha:g}{kind} estimated, not guaranteed"
 
 
 @dataclass
@@ -179,7 +190,22 @@ def describe_card(card: ProbeCard) -> str:
     if card.default_alpha is not None:
         lines.append(f"default α  {card.default_alpha:g}")
     for one in card.all_condition_sets:
-        lines += ["", f"holds in   {conditions_words(one['conditions'])}", *_calibration_lines(one["calibration"])]
+        lines += ["", f"holds in   {conditions_words(one['conditions'])}"]
+        for promise in promises_of(one["calibration"]):
+            _, part = section(one["calibration"], promise)
+            probe = card.probes.get(promise, card.onnx) if card.onnx else "trial confidence"
+            lines += [
+                "",
+                f"promise    {promise}{' (default)' if promise == promises_of(one['calibration'])[0] else ''}: "
+                f"{PROMISE_SENTENCES[promise]} — scored by {probe}",
+            ]
+            if groups := part.get("groups"):
+                lines.append(
+                    f"calibrated per kind of problem ({part.get('population', '')}): "
+                    + ", ".join(f"{g} {n}" for g, n in groups.items())
+                    + " traces; the strictest certified threshold is bound"
+                )
+            lines += _calibration_lines(part, promise)
         if one["metrics"]:
             lines += ["", *metrics_table(one["metrics"])]
     if card.warning:
@@ -187,33 +213,43 @@ def describe_card(card: ProbeCard) -> str:
     return "\n".join(lines)
 
 
-def _calibration_lines(calibration: dict) -> list[str]:
-    """Each calibrated entry: its threshold and its promise in words."""
+def _calibration_lines(calibration: dict, promise: str) -> list[str]:
+    """Each calibrated entry: its threshold, its promise in words, the groups it does not cover."""
     lines = []
     for entry in calibration.get("per_cue", []):
-        threshold = entry_rule("per-cue", entry).threshold
+        threshold = entry_rule("per-cue", entry, promise).threshold
         lines.append(
             f"per-cue    δ={entry['delta']:<5} exit if p ≥ {fmt_threshold(threshold):6}  {_promise(entry, 'δ')}"
-            f"  (n_pos {entry.get('n_pos', '?')}, n_neg {entry.get('n_neg', '?')})"
+            f"  (n_pos {entry.get('n_pos', '?')}, n_neg {entry.get('n_neg', '?')}){_uncertified(entry)}"
         )
     for entry in calibration.get("per_answer", []):
-        threshold = entry_rule("per-answer", entry).threshold
+        threshold = entry_rule("per-answer", entry, promise).threshold
         lines.append(
             f"per-answer α={entry['alpha']:<5} exit if p ≥ {fmt_threshold(threshold):6}  {_promise(entry, 'α')}"
+            f"{_uncertified(entry)}"
         )
     return lines
+
+
+def _uncertified(entry: dict) -> str:
+    """The groups too small to certify an entry's level, named."""
+    if not entry.get("uncertified"):
+        return ""
+    sizes = entry.get("groups", {})
+    named = [f"{g} ({sizes.get(g, {}).get('n', sizes.get(g, {}).get('n_neg', '?'))})" for g in entry["uncertified"]]
+    return f"  — too few traces to certify: {', '.join(named)}"
 
 
 def _promise(entry: dict, symbol: str) -> str:
     """Which promise an entry makes, in words."""
     promise = entry.get("promise", "marginal" if symbol == "δ" else "ltt")
     confidence = entry.get("confidence", 0.9)
-    where = "at a wrong-exit cue of a random trace" if entry.get("unit") == "trace" else "per wrong-exit cue"
+    where = "at a losing cue of a random trace" if entry.get("unit") == "trace" else "per losing cue"
     if promise == "pac":
         return f"P(exit) ≤ {symbol} {where}, with probability {confidence:g} over calibration draws (PAC)"
     if promise == "marginal":
         return f"P(exit) ≤ {symbol} {where}, on average over calibration draws (split conformal)"
-    return f"answers spoilt by exiting ≤ {symbol} with probability {confidence:g} (Learn-then-Test)"
+    return f"answers lost by exiting ≤ {symbol} with probability {confidence:g} (Learn-then-Test)"
 
 
 def metrics_table(metrics: dict) -> list[str]:
@@ -226,29 +262,42 @@ def metrics_table(metrics: dict) -> list[str]:
     rows = test.get("rules") or []
     if rows:
         out += [
-            "| rule | wrong exits per cue | spoilt answers | exit rate | tokens saved | accuracy |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| rule | per-cue rate | answers changed | spoilt | spoilt among full-right | exit rate | tokens saved |"
+            " accuracy |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in rows:
-            per_cue = r["per_cue_premature_exit_rate"]
+            per_cue = r.get("per_cue_rate")
+            level = f"{'δ' if r['mode'] == 'per-cue' else 'α'}={r['level']:g}"
+            accuracy = r["accuracy_with_exits"]
             out.append(
-                f"| {r['mode']} {'δ' if r['mode'] == 'per-cue' else 'α'}={r['level']:g} | "
-                f"{'—' if per_cue is None else f'{per_cue:.1%}'} | {r['per_answer_premature_exit_rate']:.1%} | "
-                f"{r['exit_rate']:.1%} | {r['tokens_saved']:.1%} | {r['accuracy_with_exits']:.1%} |"
+                f"| {r.get('promise', '')} {r['mode']} {level} | {'—' if per_cue is None else f'{per_cue:.1%}'} | "
+                f"{_rate(r.get('changed'))} | {_rate(r.get('spoilt'))} | {_rate(r.get('spoilt_among_right'))} | "
+                f"{r['exit_rate']:.1%} | {r['tokens_saved']:.1%} | {'—' if accuracy is None else f'{accuracy:.1%}'} |"
             )
     if ev := metrics.get("promise_check"):
         out.append(
-            f"promise check: {ev['draws']} calibration sets drawn from the {ev['pool_traces']} held-out traces; "
-            "share of draws whose rate (measured on all of them) exceeded its level, with a 95 % interval:"
+            f"promise check: {ev['draws']} calibration sets of {ev['cal_size']} drawn from the {ev['pool_traces']} "
+            "held-out traces; per kind and group, the share of the draws certifying that group whose rate "
+            "(measured on the group's whole pool) exceeded its level, with a 95 % interval:"
         )
-        out.append(
-            "  "
-            + " · ".join(
-                f"{k} {v['violation_frequency']:.1%} [{v['interval_95'][0]:.1%}–{v['interval_95'][1]:.1%}]"
-                for k, v in ev["levels"].items()
-            )
-        )
+        for promise, groups in ev.get("promises", {}).items():
+            for where, levels in groups.items():
+                out.append(f"  {promise} · {where}: " + " · ".join(_check_cell(k, v) for k, v in levels.items()))
     return out
+
+
+def _rate(rate: dict | None) -> str:
+    if not rate or rate.get("rate") is None:
+        return "—"
+    return f"{rate['rate']:.1%} ({rate['hits']}/{rate['n']})"
+
+
+def _check_cell(level: str, cell: dict) -> str:
+    if cell.get("status") != "checked":
+        return f"{level} {cell.get('status')}"
+    low, high = cell["interval_95"]
+    return f"{level} {cell['violation_frequency']:.1%} [{low:.1%}–{high:.1%}]"
 
 
 _MATH = re.compile(r"\\\((.+?)\\\)|\\\[(.+?)\\\]|\$\$(.+?)\$\$|\$([^$\n]*\\[^$\n]*)\$", re.S)

@@ -144,7 +144,7 @@ class GenerationResult:
     model: str
     probe: str | None
     policy: str  # the exit policy in words ("probe smollm2-135m-reasoner", "deer λ=0.95", "none")
-    guarantee: bool  # the policy carries a calibrated risk level
+    guarantee: bool  # the policy carries a calibrated risk level, and the request stayed inside its conditions
     alpha: float | None
     mode: str | None
     exit_style: str
@@ -166,6 +166,11 @@ class GenerationResult:
     # a calibrated policy whose request left the card's calibration conditions: why its
     # threshold is an estimate here (then ``guarantee`` is False)
     estimate_because: tuple[str, ...] = ()
+    # what the level bounds (agreement: answers that differ from full thinking's; harm: answers
+    # full thinking gets right that an exit spoils) and the level in words
+    # ("α 0.02 at 90 % confidence (agreement)"); None without a calibrated policy
+    promise: str | None = None
+    risk: str | None = None
     # the token ids of the prompt and of everything generated after it (thinking kept, exit
     # text, answer), for tools that replay a result; not part of the JSON shape
     prompt_ids: tuple[int, ...] = field(default=(), repr=False)

@@ -83,6 +83,7 @@ def fractions(ctx: click.Context, param: click.Parameter, value: tuple[float, ..
     help="Thinking budget as a fraction of the median full thinking length (a soft and a raw cut); repeatable.",
 )
 @schema_option("exit_style", "--exit-style", help="What an exit writes, as in `run --exit-style`.")
+@schema_option("promise", "--promise", help="The kind of the default LYNX rule the budget rows pair with.")
 @click.pass_context
 @exits_on_user_error
 def bench(
@@ -106,6 +107,7 @@ def bench(
     trial_gap,
     budget,
     exit_style,
+    promise,
 ):
     """Paired evaluation: full thinking, LYNX at every calibrated level, DEER, consistency,
     fixed budgets and the oracle exit, all on the same trace of each problem. Subcommands
@@ -123,6 +125,11 @@ def bench(
     for note in notes:
         click.echo(note, err=True)
     problems = order(problems, seed)[:limit] if limit else order(problems, seed)
+    if ungraded := [p.id for p in problems if p.gold is None]:
+        raise click.UsageError(
+            f"bench grades answers, and {len(ungraded)} problem(s) have no gold answer ({ungraded[0]}, …): "
+            "pass benchmark files with answers (questions alone feed `lynx-edge probe collect`)"
+        )
     settings = BenchSettings(
         seed=seed,
         max_tokens=max_tokens,
@@ -135,6 +142,7 @@ def bench(
         trial_gap=trial_gap,
         budgets=budget,
         exit_style=exit_style,
+        promise=promise,
     )
     engine = Engine(model, probe=None if no_probe else (probe or "auto"), n_ctx=n_ctx, n_threads=threads)
     store = BenchDir(out)

@@ -104,7 +104,10 @@ FLAGS = {
 def risk_options(func: F) -> F:
     """The risk level and the calibration it is read from (a request's, or a server's and a
     chat's default for requests that name none)."""
-    return apply([schema_option("alpha", "--alpha"), schema_option("mode", "--mode")], func)
+    return apply(
+        [schema_option("alpha", "--alpha"), schema_option("mode", "--mode"), schema_option("promise", "--promise")],
+        func,
+    )
 
 
 def exit_options(func: F) -> F:

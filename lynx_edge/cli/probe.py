@@ -225,16 +225,17 @@ def _train(collection: Path, out: Path, *, kind: str, seed: int, max_iter: int) 
     from lynx_edge.lab.train import run_train
 
     report = run_train(collection, out, kind=kind, seed=seed, max_iter=max_iter)
-    if report["cross_validation_auc"]:
-        tried = ", ".join(f"{name} {auc}" for name, auc in report["cross_validation_auc"].items())
-        click.echo(f"cross-validated AUC on the train split: {tried}")
-    click.echo(f"probe: {report['probe']}")
-    for split in ("train", "cal", "test"):
-        r = report[split]
-        click.echo(
-            f"{split:5s}: {r['n']} events ({r['positives']} right exits)  AUC {r['auc']}  accuracy {r['accuracy']}"
-        )
-    click.echo(f"ONNX check: max |Δp| {report['onnx_max_abs_diff']:.1e}; wrote {out / 'probe.onnx'}")
+    for promise, made in report["probes"].items():
+        click.echo(f"{promise} probe ({made['label']}): {made['probe']}")
+        if made["cross_validation_auc"]:
+            tried = ", ".join(f"{name} {auc}" for name, auc in made["cross_validation_auc"].items())
+            click.echo(f"  cross-validated AUC on the train split: {tried}")
+        for split in ("train", "cal", "test"):
+            r = made[split]
+            click.echo(
+                f"  {split:5s}: {r['n']} events ({r['positives']} positive)  AUC {r['auc']}  accuracy {r['accuracy']}"
+            )
+        click.echo(f"  ONNX check: max |Δp| {made['onnx_max_abs_diff']:.1e}; wrote {out / made['file']}")
 
 
 @probe.command()
@@ -275,7 +276,11 @@ def _train(collection: Path, out: Path, *, kind: str, seed: int, max_iter: int) 
     show_default=True,
     help="Per-cue promise: PAC (rate ≤ δ in 90 % of calibration draws) or marginal (≤ δ on average).",
 )
-@click.option("--default-alpha", type=float, help="The level run/chat/serve use when none is asked for.")
+@click.option(
+    "--default-alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="The level run/chat/serve use when none is asked for, in (0, 1).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @exits_on_user_error
 def calibrate(collections, probe_dir, score, draws, p_value, per_cue, default_alpha, seed) -> None:  # noqa: ANN001

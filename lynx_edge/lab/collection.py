@@ -7,7 +7,7 @@ Layout (everything appended, so an interrupted run resumes where it stopped)::
     shards/NNNNN.npz    cue features of the problems in a batch of lines of traces.jsonl
     runs.jsonl          one line per collect run: problems, wall seconds, tokens, parallel
     timings.jsonl       plain sequential generation of some traces (the throughput baseline)
-    train.npz cal.npz test.npz   per split: features, labels, trace ids, positions, cuts
+    train.npz cal.npz test.npz   per split: features, labels, agreement, trace ids, positions, cuts
 
 A shard is written (atomically) before its problems' lines, and a line names its shard, so
 a crash between the two leaves rows that no line claims; they are ignored and redone.
@@ -29,6 +29,7 @@ SPLITS = ("train", "cal", "test")
 TRACES = "traces.jsonl"
 RUNS = "runs.jsonl"
 TIMINGS = "timings.jsonl"
+UNKNOWN = 255  # a correctness label where the problem has no gold answer
 
 
 class CollectionError(RunDirError):
@@ -40,7 +41,8 @@ class SplitEvents:
     """The cue events of one split, row-aligned."""
 
     features: np.ndarray  # float32 [n, D]
-    labels: np.ndarray  # uint8 [n]: 1 = the forced answer at this cue is right
+    labels: np.ndarray  # uint8 [n]: 1 = the forced answer at this cue is right (UNKNOWN: no gold)
+    agrees: np.ndarray  # uint8 [n]: 1 = the forced answer at this cue is the full-thinking answer
     trace_ids: np.ndarray  # str [n]
     positions: np.ndarray  # int32 [n]: generated-token index of the cue's last token
     cuts: np.ndarray  # int32 [n]: generated-token index where the cue begins
@@ -139,6 +141,7 @@ class Collection(RunDir):
             if rows
             else np.zeros((0, self.feature_dim), np.float32),
             "labels": np.array([r["label"] for r in rows], dtype=np.uint8),
+            "agrees": np.array([r["agrees"] for r in rows], dtype=np.uint8),
             "trace_ids": np.array([r["trace_id"] for r in rows], dtype=str),
             "positions": np.array([r["position"] for r in rows], dtype=np.int32),
             "cuts": np.array([r["cut"] for r in rows], dtype=np.int32),

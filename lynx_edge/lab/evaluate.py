@@ -43,7 +43,7 @@ import numpy as np
 
 from lynx_edge.errors import SettingError
 from lynx_edge.events import result_of
-from lynx_edge.lab.grading import grade
+from lynx_edge.lab.grading import grade, same_answer
 from lynx_edge.lab.methods import (
     FULL,
     LOOP_GUARD,
@@ -68,14 +68,14 @@ from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.forced_answers import BOXED_ANSWER_TOKENS, ForcedAnswer
 from lynx_edge.runtime.generation import CueFeatures
 from lynx_edge.runtime.loops import find_loop
-from lynx_edge.runtime.options import ExitStyle, GenerationOptions
+from lynx_edge.runtime.options import ExitStyle, GenerationOptions, Promise
 from lynx_edge.runtime.policies import TrialExit, first_trial_exit
 from lynx_edge.runtime.probe_card import model_fingerprint
 from lynx_edge.runtime.replay import AnswerAt, Replay, TimedAnswer
 from lynx_edge.runtime.rules import first_exit
 
 TRACES, PROBLEMS = "traces.jsonl", "problems.jsonl"
-FORMAT = 2  # traces carry their prompt's token ids
+FORMAT = 3  # traces carry their prompt's token ids, each promise kind's score and the answer's kind
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,7 @@ class BenchSettings:
     trial_min_tokens: int = 0  # no trial before this many thinking tokens
     trial_gap: int = 0  # thinking tokens between two trials
     budgets: tuple[float, ...] = (0.25, 0.5, 0.75)
+    promise: Promise | None = None  # the kind of the default rule the budget rows pair with (None: the card's)
 
     TRACE_FIELDS = ("seed", "max_tokens", "temperature", "top_p")
 
@@ -132,7 +133,7 @@ class Bench:
         self.engine = engine
         self.s = settings
         self.rules = engine.rules() if engine.probe else []
-        self.default_rule = engine.rule_for() if engine.probe else None  # the card's default level
+        self.default_rule = engine.rule_for(promise=settings.promise) if engine.probe else None  # the default level
         self.replay = Replay(engine)
         self.max_tokens = settings.max_tokens or engine.preset.max_tokens
         trace_settings, method_settings = settings.split()
@@ -168,7 +169,21 @@ class Bench:
             "cues": list(e.cues),
             "data": [data_label(d) for d in data],
             "settings": self.trace_settings,
+            "prompt": "question + the card's user suffix" if self.user_suffix is not None else "question + instruction",
         }
+
+    @property
+    def user_suffix(self) -> str | None:
+        """What follows a question in the card's calibration conditions (None: no card with
+        conditions, so problems are prompted as benchmarks are, with their instruction)."""
+        conditions = self.engine.card.conditions if self.engine.card else None
+        return None if conditions is None else str(conditions.get("user_suffix", ""))
+
+    def prompt(self, problem: Problem) -> str:
+        """A problem as the bench asks it: as a user would, in the card's conditions (the risk
+        levels are measured where they are promised), else with the benchmark's instruction."""
+        suffix = self.user_suffix
+        return problem.prompt if suffix is None else f"{problem.question}{suffix}"
 
     # ---- phase 1 -------------------------------------------------------------------
     def trace(self, problem: Problem) -> dict[str, Any]:
@@ -184,20 +199,19 @@ class Bench:
             top_p=self.s.top_p,
             seed=trace_seed(self.s.seed, problem.id),
         )
-        result = result_of(e.generate(problem.prompt, options, feature_sink=sink.append))
+        result = result_of(e.generate(self.prompt(problem), options, feature_sink=sink.append))
         start = time.perf_counter()
-        scores = (
-            e.probe.score_batch(np.stack([c.features for c in sink])).tolist()
-            if e.probe and sink
-            else [None] * len(sink)
-        )
-        probe_seconds = time.perf_counter() - start
+        features = np.stack([c.features for c in sink]) if sink else None
+        scores = {p: probe.score_batch(features).tolist() for p, probe in e.probes.items()} if sink else {}
+        default = scores.get(e.card.promises[0]) if e.card and scores else None
+        probe_seconds = (time.perf_counter() - start) / max(len(scores), 1)  # the runtime scores one kind
         generated = result.tokens.completion
         per_token = 1.0 / result.tokens_per_second if result.tokens_per_second else 0.0
         g = grade(result.answer, problem.gold, problem.kind)
         return {
             "id": problem.id,
             "source": problem.source,
+            "kind": problem.kind,
             "gold": problem.gold,
             "prompt": list(result.prompt_ids),
             "trace": list(result.token_ids),
@@ -206,7 +220,15 @@ class Bench:
             "thinking_tokens": result.tokens.thinking,
             "tokens": generated,
             "finish_reason": result.finish_reason,
-            "cues": [{"cue": c.cue, "cut": c.cut, "score": s} for c, s in zip(sink, scores)],
+            "cues": [
+                {
+                    "cue": c.cue,
+                    "cut": c.cut,
+                    "score": default[i] if default else None,
+                    "scores": {p: v[i] for p, v in scores.items()},
+                }
+                for i, c in enumerate(sink)
+            ],
             "seconds": result.seconds,
             "prefill_seconds": max(0.0, result.seconds - generated * per_token),
             "seconds_per_token": per_token,
@@ -238,7 +260,7 @@ class Bench:
         graded = [self._graded(problem, answers.get(c.cut)[0]) for c in cues]
         methods = {FULL: self._outcome(trace, answers, None, None)}
         for rule in self.rules:
-            i = first_exit(rule, [c.score for c in cues])
+            i = first_exit(rule, [c.score_for(rule.promise) for c in cues])
             outcome = self._outcome(
                 trace, answers, cues[i].cut if i is not None else None, graded[i] if i is not None else None
             )
@@ -336,6 +358,8 @@ class Bench:
     def _outcome(
         self, trace: dict[str, Any], answers: _Answers, cut: int | None, graded: tuple[str | None, bool] | None
     ) -> dict[str, Any]:
+        """What a method that cuts at ``cut`` (None: never) gives: its answer and grade, whether
+        it is the full-thinking answer, its tokens and (estimated) seconds."""
         if cut is None:
             return {
                 "exited": False,
@@ -346,6 +370,7 @@ class Bench:
                 "thinking": trace["thinking_tokens"],
                 "seconds": round(trace["seconds"], 4),
                 "extra_tokens": 0,
+                "same_as_full": True,
             }
         forced, seconds = answers.get(cut)
         kept = trace["prefill_seconds"] + cut * trace["seconds_per_token"]
@@ -358,6 +383,7 @@ class Bench:
             "thinking": cut,
             "seconds": round(kept + seconds, 4),
             "extra_tokens": 0,
+            "same_as_full": same_answer(graded[0], trace["answer"], trace.get("kind", "number")),
         }
 
 

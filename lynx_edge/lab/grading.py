@@ -21,7 +21,7 @@ _NUM = r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+"
 @dataclass(frozen=True)
 class Grade:
     extracted: str | None  # what was read as the answer (None: nothing to read)
-    correct: bool
+    correct: bool | None  # None: no gold answer to grade against
 
 
 def last_boxed(text: str) -> str | None:
@@ -172,6 +172,28 @@ def _choice_letter(pred: str) -> str | None:
     s = _strip_latex(pred).strip().strip("()").strip()
     m = re.match(r"([A-Ea-e])(?:\b|\))", s)
     return m.group(1).upper() if m else None
+
+
+def same_answer(a: str | None, b: str | None, kind: Kind) -> bool:
+    """Whether two extracted answers to one question are the same answer, compared as answers
+    to a gold of that kind are (numbers within tolerance, normalised LaTeX, letters): the
+    ``changes`` label, which needs no gold. Two answers that both say nothing agree."""
+    if a is None or b is None:
+        return a is None and b is None
+    if kind == "choice":
+        return _choice_letter(a) == _choice_letter(b)
+    if (na := to_number(a)) is not None and (nb := to_number(b)) is not None:
+        return numbers_equal(na, nb)
+    if kind == "math":
+        return math_equal(a, b)
+    return _strip_latex(a).lower().replace(" ", "") == _strip_latex(b).lower().replace(" ", "")
+
+
+def read_answer(response: str, kind: Kind) -> str | None:
+    """The answer ``response`` commits to, read as ``grade`` reads it (no gold needed)."""
+    if kind == "choice":
+        return grade(response, "", kind).extracted
+    return extract_answer(response)
 
 
 def grade(response: str, gold: str, kind: Kind) -> Grade:

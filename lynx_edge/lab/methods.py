@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from lynx_edge.lab.risk import rate_with_interval
 from lynx_edge.runtime.rules import ExitRule
 
 FULL = "full"
@@ -40,15 +41,21 @@ ORACLE = "oracle"
 
 @dataclass(frozen=True)
 class CueRecord:
-    """A cue of a recorded trace: its label, where an exit there cuts, and the probe score."""
+    """A cue of a recorded trace: its label, where an exit there cuts, and the probe scores
+    (``score``: the card's default kind; ``scores``: per promise kind)."""
 
     cue: str
     cut: int
     score: float | None
+    scores: dict[str, float] | None = None
+
+    def score_for(self, promise: str) -> float | None:
+        """The score ``promise``'s probe gave this cue."""
+        return self.scores.get(promise) if self.scores else self.score
 
 
 def lynx_key(rule: ExitRule) -> str:
-    return f"lynx {'δ' if rule.mode == 'per-cue' else 'α'}={rule.level:g}"
+    return f"lynx {rule.promise} {'δ' if rule.mode == 'per-cue' else 'α'}={rule.level:g}"
 
 
 def deer_key(lam: float) -> str:
@@ -99,8 +106,10 @@ def summarize(records: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[di
 
     Each record holds ``methods[key]`` with ``exited``, ``correct``, ``tokens``, ``thinking``,
     ``seconds`` and ``extra_tokens`` (decoded but not part of the output: trial answers).
-    Help: full wrong → method right; harm: full right → method wrong. The premature-exit rate
-    is harm over all problems — the quantity a per-answer α bounds. ``loops``: replies that
+    Help: full wrong → method right; harm: full right → method wrong. The rates each promise
+    bounds, with 95 % intervals: ``changed`` — answers that differ from full thinking's (what
+    an agreement α bounds); ``spoilt`` — harm over all problems; ``spoilt_among_right`` — harm
+    over the problems full thinking gets right (what a harm α bounds). ``loops``: replies that
     loop to the token limit (``looped``: the full trace does and the method did not cut). ``thinking_saved``: the
     share of full thinking tokens the method did not think. ``decoded_tokens`` adds the trial
     tokens to the output's. ``seconds_measured`` is false for a row whose exits' seconds were
@@ -121,6 +130,7 @@ def summarize(records: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[di
         seconds = sum(o["seconds"] for o in outcomes)
         help_ = sum(1 for o, f in zip(outcomes, full_ok) if o["correct"] and not f)
         harm = sum(1 for o, f in zip(outcomes, full_ok) if f and not o["correct"])
+        changed = sum(1 for o in outcomes if not o.get("same_as_full", True))
         rows.append(
             {
                 "method": key,
@@ -138,6 +148,9 @@ def summarize(records: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[di
                 "help": help_,
                 "harm": harm,
                 "premature_rate": round(harm / n, 4),
+                "changed": rate_with_interval(changed, n),
+                "spoilt": rate_with_interval(harm, n),
+                "spoilt_among_right": rate_with_interval(harm, sum(full_ok)),
                 "seconds": round(seconds / n, 3),
                 "seconds_measured": not any(o["exited"] for o in outcomes),
                 "time_saved": round(1 - seconds / full_seconds, 4) if full_seconds else 0.0,

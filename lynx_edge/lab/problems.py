@@ -4,6 +4,11 @@ The probe toolkit (traces on a math corpus) and ``lynx-edge bench`` read the sam
 this module, so a problem is prompted and graded the same way in both. The format is told by
 the fields of each record (GSM8K, MATH-500, AIME, CommonsenseQA, SVAMP, ASDiv, MAWPS); a
 line that fits none is skipped and reported with its line number, never guessed.
+
+A corpus of questions without answers is read too — JSONL records with only ``question`` or
+``prompt``, or a plain-text file with one question per line — as problems with no gold: a
+collection labels them with ``changes`` only (does exiting change the answer?), which needs
+none, so a probe can be made for any model from any prompts.
 """
 
 from __future__ import annotations
@@ -27,13 +32,14 @@ CHOICE_INSTRUCTION = "Answer with the letter of the correct choice, and put it w
 
 @dataclass(frozen=True)
 class Problem:
-    """One question with its gold answer and how that answer is compared."""
+    """One question with its gold answer (None: a question alone) and how answers compare."""
 
     id: str
     question: str  # the problem text as the user would type it (choices included)
-    gold: str
+    gold: str | None
     kind: Kind
-    source: str  # the format it was read as: gsm8k, math, aime, csqa, svamp, asdiv, mawps
+    source: str  # the format it was read as: gsm8k, math, aime, csqa, svamp, asdiv, mawps, question
+    group: str = ""  # the kind of problem it is calibrated with: its data file ("asdiv/test.jsonl")
 
     @property
     def prompt(self) -> str:
@@ -126,23 +132,34 @@ def _read(record: dict[str, Any], line: int, name: str) -> Problem:
         if re.fullmatch(r"\d+", answer) and "unique_id" not in record:
             return Problem(f"aime-{rid}", str(record["problem"]).strip(), str(int(answer)), "integer", "aime")
         return Problem(f"math-{rid}", str(record["problem"]).strip(), answer, "math", "math")
+    alone = record.get("question", record.get("prompt"))
+    if isinstance(alone, str) and alone.strip() and not {"answer", "target", "Answer", "answerKey"} & record.keys():
+        return Problem(f"question-{rid}", alone.strip(), None, "text", "question")
     raise ValueError(
         "fields fit no known format (GSM8K question/answer, MATH problem/answer, "
         "CommonsenseQA question.stem/answerKey, SVAMP Body/Question/Answer, "
-        "ASDiv body/question/answer, MAWPS input/target)"
+        "ASDiv body/question/answer, MAWPS input/target, or a question/prompt alone)"
     )
 
 
+PLAIN_TEXT = (".txt", ".text")  # files read as one question per line
+
+
 def load_problems(path: str | Path) -> LoadedProblems:
-    """All problems of a JSONL file; bad lines are skipped and listed, an unreadable or
-    empty file is an error that names the file."""
+    """All problems of a JSONL file (or a .txt of questions, one per line); bad lines are
+    skipped and listed, an unreadable or empty file is an error that names the file. Each
+    problem's group is the file it came from."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no data file at {path}: pass --data PATH to a JSONL file")
     loaded = LoadedProblems([])
+    plain = path.suffix.lower() in PLAIN_TEXT
     with path.open(encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
+                continue
+            if plain:  # one question per line
+                loaded.problems.append(Problem(f"question-{number}", line.strip(), None, "text", "question"))
                 continue
             try:
                 record = json.loads(line)
@@ -154,6 +171,8 @@ def load_problems(path: str | Path) -> LoadedProblems:
     if not loaded.problems:
         first = loaded.skipped[0] if loaded.skipped else "the file is empty"
         raise DataError(f"{path} holds no usable problems ({first}): pass a JSONL in a supported format")
+    label = data_label(path)
+    loaded.problems = [replace(p, group=label) for p in loaded.problems]
     return loaded
 
 

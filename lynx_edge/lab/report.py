@@ -22,12 +22,22 @@ COLUMNS = (
     ("help", "help", "{}"),
     ("harm", "harm", "{}"),
     ("premature_rate", "premature", "{:.1%}"),
+    ("changed", "answers changed [95 %]", "rate"),
+    ("spoilt_among_right", "spoilt among full-right [95 %]", "rate"),
     ("seconds", "s / problem", "{:.2f}"),
     ("time_saved", "time saved", "{:.1%}"),
     ("extra_tokens", "trial tokens", "{:.1f}"),
     ("loops", "loops", "{}"),
 )
 SECONDS = next(i for i, (key, _, _) in enumerate(COLUMNS) if key == "seconds")
+
+
+def rate_cell(rate: dict[str, Any] | None) -> str:
+    """A realised rate with its 95 % interval: "1.2 % [0.5–2.6 %] (6/500)"."""
+    if not rate or rate["rate"] is None:
+        return "—"
+    low, high = rate["interval_95"]
+    return f"{rate['rate']:.1%} [{low:.1%}–{high:.1%}] ({rate['hits']}/{rate['n']})"
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
@@ -43,7 +53,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
     ]
     front = set(summary.get("pareto_front", []))
     for row in summary["rows"]:
-        cells = [fmt.format(row[key]) for key, _, fmt in COLUMNS]
+        cells = [rate_cell(row.get(key)) if fmt == "rate" else fmt.format(row[key]) for key, _, fmt in COLUMNS]
         if not row.get("seconds_measured", True):
             cells[SECONDS] += "*"
         if row["method"] in front:
@@ -52,7 +62,9 @@ def markdown_table(summary: dict[str, Any]) -> str:
     foot = (
         f"\n\nTokens = thinking kept + exit text + answer ({summary.get('exit_style', 'boxed')} exits); decoded "
         "tokens add the trial answers decoded on a branch (not part of the output). Help: full wrong → right; "
-        "harm: full right → wrong; premature = harm / problems (what a per-answer α bounds). Seconds per problem "
+        "harm: full right → wrong; premature = harm / problems. Answers changed: the reply's answer differs from "
+        "full thinking's (what an `agreement` α bounds); spoilt among full-right: harm / the problems full "
+        "thinking gets right (what a `harm` α bounds); each with its 95 % Wilson interval. Seconds per problem "
         "include trials and probe calls; * = estimated (the trace's measured prefill and per-token rate up to the "
         "cut, plus the measured answer and trials), else measured. Budget rows cut as the runtime's thinking "
         "budget does: at the first line or sentence end within a small grace after the budget, else the last one "

@@ -23,8 +23,10 @@ The offline half of the method: the runtime reads the thresholds these write on 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,22 +40,31 @@ def conformal_quantile(scores: np.ndarray, delta: float) -> float:
     return float(np.sort(np.asarray(scores, dtype=np.float64))[k - 1])
 
 
-def pac_quantile(scores: np.ndarray, delta: float, confidence: float) -> float:
-    """The training-conditional quantile: the k-th smallest score for the smallest k with
-    P(Bin(n, 1−δ) ≥ k) ≤ 1 − confidence (+inf when no k ≤ n qualifies)."""
-    n = len(scores)
+@functools.lru_cache(maxsize=4096)
+def pac_rank(n: int, delta: float, confidence: float) -> int | None:
+    """The smallest k with P(Bin(n, 1−δ) ≥ k) ≤ 1 − confidence (None when no k ≤ n does). It
+    depends on n alone, not on the scores, so the thousands of draws of a promise check share it."""
     tail = 1.0 - confidence
 
     def ok(k: int) -> bool:  # P(Bin(n, 1−δ) ≥ k) ≤ tail; the left side falls as k grows
         return 1.0 - binomial_cdf(k - 1, n, 1.0 - delta) <= tail
 
     if n == 0 or not ok(n):
-        return math.inf
+        return None
     lo, hi = 1, n
     while lo < hi:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if ok(mid) else (mid + 1, hi)
-    return float(np.sort(np.asarray(scores, dtype=np.float64))[lo - 1])
+    return lo
+
+
+def pac_quantile(scores: np.ndarray, delta: float, confidence: float) -> float:
+    """The training-conditional quantile: the k-th smallest score for the smallest k with
+    P(Bin(n, 1−δ) ≥ k) ≤ 1 − confidence (+inf when no k ≤ n qualifies)."""
+    k = pac_rank(len(scores), float(delta), float(confidence))
+    if k is None:
+        return math.inf
+    return float(np.sort(np.asarray(scores, dtype=np.float64))[k - 1])
 
 
 def class_conditional_quantiles(
@@ -186,6 +197,22 @@ def ltt_threshold(
     )[alpha]
 
 
+@functools.lru_cache(maxsize=4096)
+def certified_losses(n: int, alpha: float, confidence: float, p_value: str = "binomial") -> int:
+    """The largest number of losses among n traces that still certifies risk ≤ α at
+    ``confidence`` (−1: not even none does — too few traces for α). Depends on n alone."""
+    test = P_VALUES[p_value]
+    most = -1  # p-values grow with the count
+    while most < n and test(most + 1, n, alpha) <= 1.0 - confidence:
+        most += 1
+    return most
+
+
+def min_traces(alpha: float, confidence: float) -> int:
+    """The fewest traces that can certify α at all (with no loss among them): (1 − α)^n ≤ 1 − c."""
+    return math.ceil(math.log(1.0 - confidence) / math.log1p(-alpha))
+
+
 def ltt_thresholds(
     intervals: tuple[np.ndarray, np.ndarray, np.ndarray],
     n: int,
@@ -200,15 +227,36 @@ def ltt_thresholds(
     chosen: dict[float, float | None] = {alpha: None for alpha in alphas}
     if n == 0 or len(candidates) == 0:
         return chosen
-    test = P_VALUES[p_value]
     descending = np.unique(candidates)[::-1]  # most conservative first
     losses = premature_counts(intervals, descending)
     for alpha in alphas:
-        most = -1  # the largest loss count certified (p-values grow with the count)
-        while most < n and test(most + 1, n, alpha) <= 1.0 - confidence:
-            most += 1
+        most = certified_losses(n, float(alpha), float(confidence), p_value)
         fails = np.flatnonzero(losses > most)
         last = (fails[0] if len(fails) else len(descending)) - 1
         if last >= 0:
             chosen[alpha] = float(descending[last])
     return chosen
+
+
+# ---- realised rates ------------------------------------------------------------------------
+
+
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a frequency hits / n."""
+    if n == 0:
+        return 0.0, 1.0
+    f = hits / n
+    centre = (f + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(f * (1 - f) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rate_with_interval(hits: int, n: int) -> dict[str, Any]:
+    """A realised rate as the card and bench report it: hits, n, rate and its 95 % interval."""
+    low, high = wilson_interval(hits, n)
+    return {
+        "hits": hits,
+        "n": n,
+        "rate": round(hits / n, 4) if n else None,
+        "interval_95": [round(low, 4), round(high, 4)],
+    }

@@ -8,6 +8,12 @@ Two kinds of probe, both a scaler and Gemm layers in ONNX:
   model with a few thousand cue events and a rare negative class (its wrong exits) can fit
   the MLP's 600k weights to noise; a linear probe is what holds there.
 
+One probe per promise kind, each trained on its own label: ``harm`` on whether the exit's
+answer is right (events of problems with a gold answer), ``agreement`` on whether it is the
+answer full thinking gives (every event: a probe trained on correctness scores the traces
+full thinking gets wrong low although exiting there changes nothing; the agreement label
+teaches where the answer has settled). ``PROBE_FILES`` names their ONNX files.
+
 ``auto`` (the default) picks between them — and the regularisation of the linear one — by
 AUC in 5-fold cross-validation on the train split, folds grouped by trace so the cues of one
 trace never sit on both sides; the calibration and test splits are never looked at. The ONNX
@@ -17,6 +23,7 @@ file (scaler folded in) is checked against the in-memory model before it is writ
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -26,9 +33,10 @@ from typing import Any
 import numpy as np
 
 from lynx_edge.errors import LynxError
-from lynx_edge.lab.collection import Collection, SplitEvents
+from lynx_edge.lab.collection import UNKNOWN, Collection, SplitEvents
 from lynx_edge.lab.export import write_mlp_onnx
 from lynx_edge.runtime.onnx_probe import OnnxProbe
+from lynx_edge.runtime.options import PROMISES, Promise
 
 ONNX_TOLERANCE = 1e-5
 TRAINING = "training.json"
@@ -36,6 +44,25 @@ MIN_CLASS_FOR_EARLY_STOP = 10
 KINDS = ("auto", "mlp", "linear")
 LINEAR_C = (0.003, 0.01, 0.03)  # inverse L2 strengths tried for the linear probe
 FOLDS = 5
+PROBE_FILES: dict[str, str] = {"agreement": "agreement.onnx", "harm": "probe.onnx"}
+
+
+def for_promise(events: SplitEvents, promise: Promise) -> SplitEvents:
+    """The events labelled for ``promise``: agreement's label on every event; harm's
+    (the exit's answer is right) on the events of problems with a gold answer."""
+    if promise == "agreement":
+        return SplitEvents(
+            events.features, events.agrees, events.agrees, events.trace_ids, events.positions, events.cuts
+        )
+    keep = events.labels != UNKNOWN
+    return SplitEvents(
+        events.features[keep],
+        events.labels[keep],
+        events.agrees[keep],
+        events.trace_ids[keep],
+        events.positions[keep],
+        events.cuts[keep],
+    )
 
 
 class TrainingError(LynxError):
@@ -52,12 +79,14 @@ class TrainedProbe:
     c: float | None = None  # the linear probe's inverse L2 strength
 
     def predict(self, features: np.ndarray) -> np.ndarray:
+        if not len(features):
+            return np.zeros(0)
         return self.model.predict_proba(self.scaler.transform(features.astype(np.float64)))[:, 1]
 
     @property
     def layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """(W [in, out], b [out]) per layer, as the ONNX writer takes them."""
-        if self.kind == "linear":
+        if self.kind in ("linear", "constant"):
             return [(self.model.coef_.T, self.model.intercept_)]
         return list(zip(self.model.coefs_, self.model.intercepts_))
 
@@ -71,7 +100,9 @@ class TrainedProbe:
 
 
 def probe_label(kind: str, c: float | None) -> str:
-    """How a probe setting is named in reports: "mlp 256/64" or "linear C=0.01"."""
+    """How a probe setting is named in reports: "mlp 256/64", "linear C=0.01" or "constant"."""
+    if kind == "constant":
+        return "constant (the train split holds one label)"
     return f"linear C={c:g}" if kind == "linear" else "mlp 256/64"
 
 
@@ -81,7 +112,7 @@ def balanced_weights(labels: np.ndarray) -> np.ndarray:
     pos = int(labels.sum())
     if pos == 0 or pos == n:
         raise TrainingError(
-            f"the train split has {'no' if pos == 0 else 'only'} right forced exits ({pos} of {n} events): "
+            f"the train split holds one label only ({pos} of {n} events are positive): "
             "collect more problems or use a corpus the model solves sometimes"
         )
     return np.where(labels == 1, n / (2 * pos), n / (2 * (n - pos)))
@@ -150,11 +181,37 @@ def cross_validate(events: SplitEvents, kind: str, *, seed: int = 0, max_iter: i
     return results
 
 
+class ConstantModel:
+    """A score that says the same for every cue: the probe of a label the train split holds
+    one value of (every exit agreed, say). Its threshold is still calibrated on held-out
+    traces, so the promise holds; it just cannot tell cues apart."""
+
+    def __init__(self, dim: int, positive_rate: float) -> None:
+        self.coef_ = np.zeros((1, dim))
+        self.intercept_ = np.array([math.log(positive_rate / (1 - positive_rate))])
+        self.rate = positive_rate
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.tile([1 - self.rate, self.rate], (len(x), 1))
+
+
+def constant_probe(events: SplitEvents) -> TrainedProbe:
+    """The constant probe of a one-label train split (Laplace-smoothed positive rate)."""
+    from sklearn.preprocessing import StandardScaler
+
+    n, pos = len(events.labels), int(events.labels.sum())
+    scaler = StandardScaler().fit(events.features.astype(np.float64))
+    return TrainedProbe(scaler, ConstantModel(events.features.shape[1], (pos + 1) / (n + 2)), "constant")
+
+
 def train_probe(
     events: SplitEvents, kind: str = "auto", *, seed: int = 0, max_iter: int = 200
 ) -> tuple[TrainedProbe, dict[str, float | None]]:
     """The probe of ``kind`` (for ``auto`` or ``linear``: the best setting in cross-validation),
-    refitted on the whole train split, and the cross-validated AUC of every candidate."""
+    refitted on the whole train split, and the cross-validated AUC of every candidate; a
+    constant one when the split holds one label."""
+    if 0 < len(events) and int(events.labels.sum()) in (0, len(events)):
+        return constant_probe(events), {}
     options = candidates(kind)
     cv: dict[str, float | None] = {}
     if len(options) > 1 and len(set(events.trace_ids)) >= FOLDS:
@@ -200,28 +257,41 @@ def export(probe: TrainedProbe, path: Path, check: np.ndarray) -> float:
 
 
 def run_train(collection: Path, out: Path, *, kind: str = "auto", seed: int = 0, max_iter: int = 200) -> dict[str, Any]:
-    """Train on ``collection``'s train split and write ``out/probe.onnx`` + ``out/training.json``."""
+    """Train one probe per promise kind on ``collection``'s train split; write each ONNX file
+    (``PROBE_FILES``) and ``out/training.json``. Harm is left out for a corpus without gold."""
     store = Collection(collection)
     manifest = store.manifest()
     train = store.load_split("train")
     if len(train) == 0:
         raise TrainingError(f"{collection} has no train events: collect more problems")
-    probe, cv = train_probe(train, kind, seed=seed, max_iter=max_iter)
-    out.mkdir(parents=True, exist_ok=True)
     held = {s: store.load_split(s) for s in ("cal", "test")}
-    check = np.concatenate([held["test"].features, held["cal"].features, train.features[:500]])
-    gap = export(probe, out / "probe.onnx", check.astype(np.float32))
-    report = {
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
         "collection": collection.name,
         "model": manifest["model"]["name"],
         "fingerprint": manifest["model"],
         "feature_dim": int(train.features.shape[1]),
-        "probe": probe.label,
-        "cross_validation_auc": cv,
-        "epochs": probe.epochs,
-        "onnx_max_abs_diff": gap,
-        "train": scores(probe.predict(train.features), train.labels),
-        **{s: scores(probe.predict(e.features), e.labels) for s, e in held.items()},
+        "probes": {},
     }
+    for promise in PROMISES:
+        mine = for_promise(train, promise)
+        if promise == "harm" and len(mine) == 0:
+            continue  # questions without gold answers: agreement only
+        probe, cv = train_probe(mine, kind, seed=seed, max_iter=max_iter)
+        theirs = {s: for_promise(e, promise) for s, e in held.items()}
+        check = np.concatenate([theirs["test"].features, theirs["cal"].features, mine.features[:500]])
+        gap = export(probe, out / PROBE_FILES[promise], check.astype(np.float32))
+        report["probes"][promise] = {
+            "file": PROBE_FILES[promise],
+            "label": "the exit's answer is the full-thinking answer"
+            if promise == "agreement"
+            else "the exit's answer is right",
+            "probe": probe.label,
+            "cross_validation_auc": cv,
+            "epochs": probe.epochs,
+            "onnx_max_abs_diff": gap,
+            "train": scores(probe.predict(mine.features), mine.labels),
+            **{s: scores(probe.predict(e.features), e.labels) for s, e in theirs.items()},
+        }
     (out / TRAINING).write_text(json.dumps(report, indent=2) + "\n")
     return report

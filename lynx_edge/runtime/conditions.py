@@ -80,6 +80,9 @@ class RequestConditions:
     system_prompt: str | None
     top_k: int = 100
     extra_sampling: tuple[str, ...] = ()  # sampler knobs the calibration did not use (penalties, logit bias)
+    # what else changes where or how the thinking ends or what the answer is, in words (tools,
+    # a JSON schema, earlier turns): calibration traces are single questions answered freely
+    answer_shape: tuple[str, ...] = ()
 
 
 def departures(calibrated: Conditions, request: RequestConditions) -> list[str]:
@@ -98,4 +101,17 @@ def departures(calibrated: Conditions, request: RequestConditions) -> list[str]:
     if request.system_prompt != calibrated.system_prompt:
         found.append("another system prompt than the calibration's")
     found.extend(f"{knob} (not used in calibration)" for knob in request.extra_sampling)
+    found.extend(request.answer_shape)
     return found
+
+
+def answer_shape(*, tools: int, json_schema: bool, earlier_turns: int) -> tuple[str, ...]:
+    """The request features the calibration had none of, in words."""
+    found = []
+    if tools:
+        found.append(f"{tools} tool(s) the model may call (calibrated without tools)")
+    if json_schema:
+        found.append("a JSON schema on the answer (calibrated on free answers)")
+    if earlier_turns:
+        found.append(f"{earlier_turns} earlier turn(s) in the conversation (calibrated on single questions)")
+    return tuple(found)

@@ -19,14 +19,14 @@ from typing import Any
 
 from lynx_edge.errors import ContextOverflowError, LynxError, ProbeError, SettingError
 from lynx_edge.events import Event
-from lynx_edge.runtime.conditions import RequestConditions
+from lynx_edge.runtime.conditions import RequestConditions, answer_shape
 from lynx_edge.runtime.cues import CueMatcher
 from lynx_edge.runtime.generation import FeatureSink, Generation, Plan, Policy, ToolUse
 from lynx_edge.runtime.ledger import token_texts
 from lynx_edge.runtime.llama_backend import LlamaBackend, SamplingSettings, json_grammar, tool_call_grammar
 from lynx_edge.runtime.model_files import default_probe, resolve_model
 from lynx_edge.runtime.onnx_probe import OnnxProbe, ProbeDevice
-from lynx_edge.runtime.options import MAX_PARALLEL_CALLS, ExitStyle, FunctionTool, GenerationOptions, Mode
+from lynx_edge.runtime.options import MAX_PARALLEL_CALLS, ExitStyle, FunctionTool, GenerationOptions, Mode, Promise
 from lynx_edge.runtime.policies import DEFAULT_LEVELS, DEFAULT_TRIAL, MAKE_PROBE_HINT, NoExit, ProbeExit, TrialExit
 from lynx_edge.runtime.presets import ModelPreset
 from lynx_edge.runtime.probe_card import ProbeCard
@@ -79,11 +79,16 @@ class Engine:
             capture_final=card.final_norm if card else True,
         )
         self._settle_card(auto_card)
-        self.probe = (
-            OnnxProbe(self.card.onnx_path, self.card.feature_dim, device=probe_device)
+        # one probe per promise kind the card calibrates (each trained on its own label)
+        self.probes: dict[str, OnnxProbe] = (
+            {
+                p: OnnxProbe(self.card.onnx_path_for(p), self.card.feature_dim, device=probe_device)
+                for p in self.card.promises
+            }
             if self.card and self.card.onnx
-            else None
+            else {}
         )
+        self.probe = self.probes[self.card.promises[0]] if self.probes else None  # the default kind's
         # the level a request that names none runs at: the card's choice, else the runtime's
         self.alpha = self.card.default_alpha if self.card and self.card.default_alpha else DEFAULT_ALPHA
         source = self.card or self.preset
@@ -141,17 +146,21 @@ class Engine:
         return card_rules(self.card.calibration) if self.card else []
 
     def rule_for(
-        self, alpha: float | None = None, mode: Mode | None = None, calibration: Calibration | None = None
+        self,
+        alpha: float | None = None,
+        mode: Mode | None = None,
+        calibration: Calibration | None = None,
+        promise: Promise | None = None,
     ) -> ExitRule | None:
         """The calibrated rule a risk level picks in ``calibration`` (default: the card's first
-        condition set's); None without a card."""
+        condition set's) for ``promise`` (default: the card's); None without a card."""
         if not self.card:
             return None
-        return select_rule(calibration or self.card.calibration, self.alpha if alpha is None else alpha, mode)
+        return select_rule(calibration or self.card.calibration, self.alpha if alpha is None else alpha, mode, promise)
 
-    def levels(self, mode: Mode) -> list[float]:
-        """The risk levels the card offers in ``mode``, ascending."""
-        return calibrated_levels(self.card.calibration, mode) if self.card else []
+    def levels(self, mode: Mode, promise: Promise | None = None) -> list[float]:
+        """The risk levels the card offers in ``mode`` for ``promise``, ascending."""
+        return calibrated_levels(self.card.calibration, mode, promise) if self.card else []
 
     def policy_for(self, options: GenerationOptions, calibration: Calibration | None = None) -> Policy:
         """The exit policy ``options`` ask for, on this model, with thresholds from
@@ -163,7 +172,8 @@ class Engine:
         if kind == "probe" or (kind == "auto" and self.probe is not None):
             if self.probe is None:
                 raise SettingError(f"{self.model_name} has no probe, so --exit probe cannot run: {NO_PROBE}")
-            return ProbeExit(self.rule_for(options.alpha, options.mode, calibration), self.probe, self.card.label)
+            rule = self.rule_for(options.alpha, options.mode, calibration, options.promise)
+            return ProbeExit(rule, self.probes[rule.promise], self.card.label)
         if kind == "auto":
             kind = "deer" if trial_card else DEFAULT_TRIAL
         level = options.trial_level if options.trial_level is not None else DEFAULT_LEVELS[kind]
@@ -172,7 +182,7 @@ class Engine:
         if kind == "consistency" and (level < 2 or level != int(level)):
             raise SettingError(f"consistency needs k ≥ 2 equal trials in a row, got {level}: pass e.g. --trial-level 2")
         rule = (
-            self.rule_for(options.alpha, options.mode, calibration)
+            self.rule_for(options.alpha, options.mode, calibration, options.promise)
             if trial_card and kind == "deer" and options.trial_level is None
             else None
         )
@@ -261,6 +271,11 @@ class Engine:
             system_prompt=self._system_prompt_of(messages),
             top_k=options.top_k,
             extra_sampling=_extra_sampling(options),
+            answer_shape=answer_shape(
+                tools=len(options.callable_tools),
+                json_schema=options.json_schema is not None,
+                earlier_turns=_earlier_turns(messages),
+            ),
         )
         calibration, departures = self.card.calibration_for(request) if self.card else (None, [])
         policy = self.policy_for(options, calibration)
@@ -397,6 +412,13 @@ def answer_reserve(options: GenerationOptions, max_tokens: int) -> int:
             )
         return options.answer_reserve
     return min(DEFAULT_ANSWER_RESERVE, max_tokens // 4)
+
+
+def _earlier_turns(messages: Messages) -> int:
+    """Turns before the last user message (assistant replies, tool results)."""
+    if isinstance(messages, str):
+        return 0
+    return sum(1 for m in messages if m.get("role") in ("assistant", "tool"))
 
 
 def _extra_sampling(options: GenerationOptions) -> tuple[str, ...]:

@@ -483,6 +483,19 @@ class Generation:
         return out
 
     # ---- budgets and loops --------------------------------------------------------------
+    def _cut_departures(self) -> tuple[str, ...]:
+        """How this reply's thinking ended outside the calibration's conditions (its traces ran
+        with no budget, reserve or loop guard): a budget, reserve or loop cut moves the answer."""
+        e, plan = self.exit, self.plan
+        if e is None or e.policy not in ("budget", "loop"):
+            return ()
+        if e.policy == "loop":
+            return (f"the loop guard closed the thinking at token {e.token_index} (not calibrated)",)
+        ceiling = plan.max_tokens - plan.answer_reserve - self.e.conclude_tokens if plan.answer_reserve else None
+        if plan.thinking_budget is not None and (ceiling is None or e.token_index < ceiling):
+            return (f"the thinking budget ({plan.thinking_budget} tokens) cut the thinking at token {e.token_index}",)
+        return (f"the answer reserve of max_tokens {plan.max_tokens} cut the thinking at token {e.token_index}",)
+
     def _budget_window(self) -> CutWindow | None:
         """Where the thinking must close: at the thinking budget, and before the answer
         reserve (the last thinking token that still leaves room for the close and the answer)."""
@@ -567,6 +580,7 @@ class Generation:
         thinking_tokens = self.exit_token if self.exit else (ledger.answer_token if ledger.closed else len(ledger))
         generated = len(ledger)
         policy = self.policy
+        departures = (*self.plan.departures, *self._cut_departures())
         finish = "tool_calls" if calls and self.finish_reason == "stop" else self.finish_reason
         return GenerationResult(
             answer=answer,
@@ -579,9 +593,11 @@ class Generation:
             model=self.e.model_name,
             probe=self.e.probe_name,
             policy=policy.describe(),
-            guarantee=policy.guarantee and not self.plan.departures,
+            guarantee=policy.guarantee and not departures,
             alpha=policy.level if policy.guarantee else None,
-            estimate_because=self.plan.departures if policy.guarantee else (),
+            estimate_because=departures if policy.guarantee else (),
+            promise=policy.rule.promise if policy.guarantee and policy.rule else None,
+            risk=policy.rule.statement if policy.guarantee and policy.rule else None,
             mode=policy.mode,
             exit_style=self.plan.exit_style,
             seconds=round(seconds, 4),

@@ -22,6 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lynx_edge.errors import SettingError
 
 Mode = Literal["per-cue", "per-answer"]
+# What a risk level bounds. agreement: the reply's answer differs from the one full thinking
+# would give (needs no gold answer); harm: an answer full thinking gets right is spoilt.
+Promise = Literal["agreement", "harm"]
+PROMISES: tuple[Promise, ...] = get_args(Promise)
 ExitStyle = Literal["conclude", "boxed"]
 ExitPolicyName = Literal["auto", "none", "probe", "deer", "consistency"]
 MAX_TOP_LOGPROBS = 20
@@ -79,6 +83,10 @@ class GenerationOptions(BaseModel):
         example="0.1",
     )
     mode: Mode | None = _field("Which calibration to use (default: per-answer when the probe has it).")
+    promise: Promise | None = _field(
+        "What the risk level bounds. agreement: answers that differ from full thinking's; harm: answers "
+        "full thinking gets right that an exit spoils (default: the probe's)."
+    )
     trial_level: float | None = _field(
         "DEER's confidence λ, or consistency's run length k (training-free exits).", gt=0, example="0.95"
     )

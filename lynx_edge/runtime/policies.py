@@ -46,6 +46,7 @@ class NoExit:
     guarantee: bool = False
     level: float | None = None
     mode: str | None = None
+    rule: ExitRule | None = None
 
     def describe(self) -> str:
         return "none (early exit off)"
@@ -70,7 +71,7 @@ class ProbeExit:
         return self.rule.mode
 
     def describe(self) -> str:
-        return f"LYNX probe {self.label} ({self.rule.mode} α={self.rule.level:g})"
+        return f"LYNX probe {self.label} ({self.rule.mode} {self.rule.statement})"
 
     def judge(self, features) -> Decision:  # noqa: ANN001 - a float32 feature vector
         score = self.probe.score(features)
@@ -98,7 +99,7 @@ class TrialExit:
 
     def describe(self) -> str:
         if self.rule is not None:
-            return f"trial-confidence exit calibrated at {self.rule.mode} α={self.rule.level:g}"
+            return f"trial-confidence exit calibrated at {self.rule.mode} {self.rule.statement}"
         what = f"DEER λ {self.level:g}" if self.kind == "deer" else f"consistency k {self.level:g}"
         return f"training-free exit ({what}), no risk guarantee — {MAKE_PROBE_HINT}"
 

@@ -18,6 +18,7 @@ from typing import Any
 from lynx_edge.errors import ProbeError
 from lynx_edge.runtime.conditions import Conditions, RequestConditions, departures
 from lynx_edge.runtime.model_info import ModelInfo
+from lynx_edge.runtime.rules import promises_of
 
 CARD_FORMAT = "lynx-edge-probe/1"
 CARD_NAME = "card.json"
@@ -37,7 +38,9 @@ class ProbeCard:
     exit_text: str
     think_open: str = "<think>"
     think_close: str = "</think>"
-    onnx: str | None = "probe.onnx"  # None for a trial-score card
+    onnx: str | None = "probe.onnx"  # None for a trial-score card; the probe of a card without ``probes``
+    # the probe that scores each promise kind (agreement, harm): each is trained on its own label
+    probes: dict[str, str] = field(default_factory=dict)
     score: str = "probe"
     default_alpha: float | None = None  # the level run/chat/serve use when none is asked for
     calibration: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -60,10 +63,25 @@ class ProbeCard:
         base = self.path.parent if self.path else Path(".")
         return base / self.onnx
 
+    def onnx_path_for(self, promise: str) -> Path | None:
+        """The ONNX file that scores ``promise`` (a card with one probe serves every kind with it)."""
+        name = self.probes.get(promise, self.onnx) if self.onnx is not None else None
+        if name is None:
+            return None
+        base = self.path.parent if self.path else Path(".")
+        return base / name
+
+    @property
+    def promises(self) -> list[str]:
+        """The promise kinds the card calibrates, its default first."""
+        return promises_of(self.calibration)
+
     @property
     def test_auc(self) -> float | None:
-        """AUC of the score on the test split's cue events, as calibrate measured it."""
-        return (self.metrics.get("test") or {}).get("auc")
+        """AUC of the default promise's score on the test split's cue events, as calibrate
+        measured it (a card made before promise kinds holds one number)."""
+        auc = (self.metrics.get("test") or {}).get("auc")
+        return auc.get(self.promises[0]) if isinstance(auc, dict) else auc
 
     @property
     def warning(self) -> str | None:

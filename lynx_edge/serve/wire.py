@@ -23,7 +23,7 @@ from lynx_edge.runtime.options import EFFORT_ALPHA, Effort, GenerationOptions
 
 log = logging.getLogger("lynx_edge.serve")
 
-LYNX_FIELDS = ("alpha", "exit", "answer_reserve", "measure_savings", "loop_guard", "exit_style")
+LYNX_FIELDS = ("alpha", "exit", "answer_reserve", "measure_savings", "loop_guard", "exit_style", "promise")
 Number = StrictFloat | StrictInt
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -70,6 +70,7 @@ class LynxOptions(BaseModel):
     answer_reserve: StrictInt | None = None
     loop_guard: StrictBool | None = None
     exit_style: StrictStr | None = None
+    promise: StrictStr | None = None
 
 
 class ThinkingAsked(BaseModel):
@@ -139,6 +140,7 @@ def generation_options(
             thinking_budget=asked.budget if asked.think and asked.budget is not None else defaults.thinking_budget,
             loop_guard=defaults.loop_guard if lynx.loop_guard is None else lynx.loop_guard,
             exit_style=lynx.exit_style or defaults.exit_style,
+            promise=lynx.promise or defaults.promise,
             answer_reserve=defaults.answer_reserve if lynx.answer_reserve is None else lynx.answer_reserve,
             **sampling,
         )
@@ -298,6 +300,8 @@ def lynx_stats(reply: Reply) -> dict[str, Any]:
         "estimate_because": list(result.estimate_because),
         "alpha": result.alpha,
         "mode": result.mode,
+        "promise": result.promise,
+        "risk": result.risk,
         "probe": result.probe,
         "probe_calls": result.probe_calls,
         "trial_tokens": result.tokens.trial,

@@ -184,7 +184,7 @@ def test_lynx_row_is_what_the_runtime_does(benched: dict, tiny_r1: Path, tmp_pat
         )
     )
     engine.close()
-    lynx = records(out)[problem.id]["methods"]["lynx δ=0.05"]
+    lynx = records(out)[problem.id]["methods"]["lynx harm δ=0.05"]
     assert real.exited and real.exit.cue == "hmm"
     assert lynx["exited"] and lynx["cut"] == HMM_INDEX == real.tokens.thinking == lynx["thinking"]
     assert lynx["tokens"] == real.tokens.completion
@@ -228,13 +228,13 @@ def test_outputs_are_written_and_resume_adds_only_new_problems(benched: dict) ->
     methods = [r["method"] for r in summary["rows"]]
     assert methods == [
         "full",
-        "lynx δ=0.05",
-        "lynx α=0.1",
+        "lynx harm δ=0.05",
+        "lynx harm α=0.1",
         "deer λ=1e-06",
         "consistency k=2",
         "budget 50%",
         "budget 50% raw",
-        "lynx α=0.1 ≤ budget 50%",
+        "lynx harm α=0.1 ≤ budget 50%",
         "loop guard",
         "oracle",
     ]
@@ -245,7 +245,7 @@ def test_outputs_are_written_and_resume_adds_only_new_problems(benched: dict) ->
     assert full["accuracy"] == 0.5  # gold alternates 4, 5; the model answers 4
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (out / "table.md").read_text()
-    assert "| lynx δ=0.05 |" in table and table in benched["output"]
+    assert "| lynx harm δ=0.05 |" in table and table in benched["output"]
     traces = (out / "traces.jsonl").read_text()
     assert traces.startswith(benched["first_traces"]) and len(traces.splitlines()) == 6
 

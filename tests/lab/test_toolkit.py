@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from lynx_edge.cli.probe import probe as main
 from lynx_edge.display import stats_line
-from lynx_edge.errors import ProbeError
+from lynx_edge.errors import ProbeError, SettingError
 from lynx_edge.events import CueScored, Reply
 from lynx_edge.lab.collection import Collection
 from lynx_edge.lab.problems import load_problems, trace_seed
@@ -55,8 +55,14 @@ def made_probe(tiny_r1: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     data = corpus(root / "corpus.jsonl")
     coll, probe = root / "collection", root / "probe"
     common = ("--model", tiny_r1, "-d", data, "-o", coll, "--max-tokens", 64, "--batch", 7, "--parallel", 3)
-    code, out = tools("collect", *common, "--limit", 15)
+    code, out = tools("collect", *common)
     assert code == 0, out
+    lines = (coll / "traces.jsonl").read_text().splitlines(keepends=True)
+    (coll / "traces.jsonl").write_text("".join(lines[:15]))  # as if it had been stopped there
+    code, out = tools("calibrate", coll, "-p", probe, "--score", "trial", "--draws", 0)
+    assert code == 1 and "holds 15 of the 40 problems planned: finish the collection" in out
+    code, out = tools("collect", *common, "--limit", 20)
+    assert code == 1 and "planned for 40 problems and this command plans 20" in out
     code, out = tools("collect", *common, "--baseline", 3)  # resumes: only the other 25 are generated
     assert code == 0, out
     assert "15 already collected, 25 to go, 3 at a time" in out
@@ -137,18 +143,34 @@ def test_bad_shard_is_refused(made_probe: dict[str, Path], tiny_r1: Path, tmp_pa
 
 def test_card_is_complete_and_loads_in_the_runtime(made_probe: dict[str, Path], tiny_r1: Path) -> None:
     card = ProbeCard.load(made_probe["probe"])
-    assert [e["delta"] for e in card.calibration["per_cue"]] == [0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3]
-    assert {e["promise"] for e in card.calibration["per_cue"]} == {"pac"}
-    assert [e["alpha"] for e in card.calibration["per_answer"]] == [0.01, 0.02, 0.03, 0.05, 0.1, 0.2]
+    assert card.promises == ["agreement", "harm"]  # agreement, which needs no gold, is the default
+    assert card.probes == {"agreement": "agreement.onnx", "harm": "probe.onnx"}
+    group = f"{made_probe['data'].parent.name}/corpus.jsonl"  # the kind of problem: its data file
+    for part in card.calibration.values():
+        assert [e["delta"] for e in part["per_cue"]] == [0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3]
+        assert {e["promise"] for e in part["per_cue"]} == {"pac"}
+        assert [e["alpha"] for e in part["per_answer"]] == [0.005, 0.01, 0.02, 0.03, 0.05, 0.1]
+        assert all(set(e["groups"]) <= {group} for e in part["per_answer"])
     m = card.metrics
     assert m["traces_without_cues"] == 0 and sum(m["traces"].values()) == N_PROBLEMS
-    assert {r["mode"] for r in m["test"]["rules"]} == {"per-cue", "per-answer"}
+    assert m["protocol"] == {
+        "planned_problems": N_PROBLEMS,
+        "collected_problems": N_PROBLEMS,
+        "split_fractions": [0.6, 0.2],
+    }
+    assert {(r["promise"], r["mode"]) for r in m["test"]["rules"]} == {
+        (p, mode) for p in ("agreement", "harm") for mode in ("per-cue", "per-answer")
+    }
     check = m["promise_check"]
-    assert check["draws"] == 50 and m["test"]["auc"] is not None
-    assert set(check["levels"]) == {f"{r['mode']} {r['level']:g}" for r in m["test"]["rules"]}
-    for level in check["levels"].values():
-        low, high = level["interval_95"]
-        assert low <= level["violation_frequency"] <= high
+    assert check["draws"] == 50 and set(m["test"]["auc"]) == {"agreement", "harm"}
+    for promise, groups in check["promises"].items():
+        assert set(groups) == {group, "all"}
+        for levels in groups.values():
+            assert set(levels) == {f"{r['mode']} {r['level']:g}" for r in m["test"]["rules"] if r["promise"] == promise}
+            for cell in levels.values():
+                if cell["status"] == "checked":
+                    low, high = cell["interval_95"]
+                    assert low <= cell["violation_frequency"] <= high
     assert card.conditions == {
         "temperature": 0.6,
         "top_p": 0.95,
@@ -158,9 +180,10 @@ def test_card_is_complete_and_loads_in_the_runtime(made_probe: dict[str, Path], 
         "user_suffix": "",
         "top_k": 100,
     }
-    # 40 problems leave too few calibration traces to certify α = 0.05 at confidence 0.9
-    assert card.calibration["per_answer"][3]["threshold"] is None
-    assert "never exits at this α" in made_probe["calibrate_output"]
+    # 40 problems leave too few calibration traces to certify α = 0.05 at confidence 0.9: named
+    entry = card.calibration["harm"]["per_answer"][4]
+    assert entry["alpha"] == 0.05 and entry["threshold"] is None and entry["uncertified"] == [group]
+    assert "harm α=0.05: never exits" in made_probe["calibrate_output"]
     engine = Engine(tiny_r1, probe=made_probe["probe"], n_ctx=512)
     assert engine.cues == ("wait", "hmm", "alternatively")
     engine.close()
@@ -173,14 +196,16 @@ def test_runtime_scores_the_features_the_toolkit_recorded(made_probe: dict[str, 
     events = store.load_split(trace["split"])
     rows = events.trace_ids == trace["id"]
     card = ProbeCard.load(made_probe["probe"])
-    offline = OnnxProbe(card.onnx_path, card.feature_dim).score_batch(events.features[rows])
+    offline = OnnxProbe(card.onnx_path_for("harm"), card.feature_dim).score_batch(events.features[rows])
     problem = next(p for p in load_problems(made_probe["data"]).problems if p.id == trace["id"])
     engine = Engine(tiny_r1, probe=made_probe["probe"], n_ctx=512)
     run = list(
-        engine.generate(problem.question, max_tokens=64, seed=trace_seed(0, problem.id), alpha=0.3, mode="per-cue")
+        engine.generate(
+            problem.question, max_tokens=64, seed=trace_seed(0, problem.id), alpha=0.3, mode="per-cue", promise="harm"
+        )
     )
     cues = [e for e in run if isinstance(e, CueScored)]
-    rule = engine.rule_for(0.3, "per-cue")
+    rule = engine.rule_for(0.3, "per-cue", promise="harm")
     engine.close()
     assert cues[0].score == pytest.approx(offline[0], abs=1e-5)
     assert cues[0].decision == ("exit" if rule.exits(offline[0]) else "continue")
@@ -213,7 +238,8 @@ def test_resume_with_other_settings_is_refused(made_probe: dict[str, Path], tiny
 def test_calibrate_refuses_a_probe_trained_for_another_model(made_probe: dict[str, Path], tmp_path: Path) -> None:
     other = tmp_path / "other"
     other.mkdir()
-    (other / "probe.onnx").write_bytes((made_probe["probe"] / "probe.onnx").read_bytes())
+    for name in ("probe.onnx", "agreement.onnx"):
+        (other / name).write_bytes((made_probe["probe"] / name).read_bytes())
     training = json.loads((made_probe["probe"] / "training.json").read_text())
     training["fingerprint"] = {**training["fingerprint"], "name": "Another Model", "n_embd": 4096}
     (other / "training.json").write_text(json.dumps(training))
@@ -254,10 +280,41 @@ def test_committed_cards_name_no_machine_paths(made_probe: dict[str, Path]) -> N
 
 def test_bad_corpus_lines_are_reported_not_fatal(tiny_r1: Path, tmp_path: Path) -> None:
     data = corpus(tmp_path / "c.jsonl", 3)
-    data.write_text(data.read_text() + '{"question": "no answer field"}\n')
+    data.write_text(data.read_text() + '{"answer": "#### 4"}\n')
     code, out = tools("collect", "--model", tiny_r1, "-d", data, "-o", tmp_path / "c", "--max-tokens", 64)
     assert code == 0
     assert "skipped 1 line(s) (line 4:" in out
+
+
+def test_questions_alone_make_an_agreement_probe(tiny_r1: Path, tmp_path: Path) -> None:
+    """Questions without answers — JSONL with only `prompt`/`question`, or plain text one per
+    line — are labelled by agreement alone and give a card with the agreement promise only."""
+    asked = tmp_path / "asked.jsonl"
+    asked.write_text("".join(json.dumps({"prompt": f"Tom has {i} apples. How many?"}) + "\n" for i in range(12)))
+    typed = tmp_path / "typed.txt"
+    typed.write_text("".join(f"Ann has {i} pears. How many?\n" for i in range(12)))
+    fractions = ("--train-frac", 0.4, "--cal-frac", 0.4)
+    code, out = tools("collect", "--model", tiny_r1, "-d", asked, "-d", typed, "-o", tmp_path / "c", *fractions)
+    assert code == 0, out
+    traces = Collection(tmp_path / "c").traces()
+    assert len(traces) == 24 and {t["group"] for t in traces} == {
+        f"{tmp_path.name}/asked.jsonl",
+        f"{tmp_path.name}/typed.txt",
+    }
+    assert all(t["gold"] is None and t["correct"] is None for t in traces)
+    assert all(c["answer"] == "4" and c["changes"] is False and c["harm"] is None for t in traces for c in t["cues"])
+    code, out = tools("train", tmp_path / "c", "-o", tmp_path / "p")
+    assert code == 0 and "agreement probe" in out and "harm probe" not in out, out
+    code, out = tools("calibrate", tmp_path / "c", "-p", tmp_path / "p", "--draws", 10)
+    assert code == 0, out
+    card = ProbeCard.load(tmp_path / "p")
+    assert card.promises == ["agreement"] and card.onnx == "agreement.onnx"
+    engine = Engine(tiny_r1, probe=tmp_path / "p", n_ctx=512)
+    try:
+        with pytest.raises(SettingError, match="no harm calibration"):
+            engine.plan("Tom has 3 apples. How many?", GenerationOptions(promise="harm"))
+    finally:
+        engine.close()
 
 
 def test_train_needs_both_kinds_of_exit(tiny_r1: Path, tmp_path: Path) -> None:
@@ -279,7 +336,7 @@ def test_train_needs_both_kinds_of_exit(tiny_r1: Path, tmp_path: Path) -> None:
         0.05,
     )
     code, out = tools("train", tmp_path / "c", "-o", tmp_path / "p")
-    assert code == 1 and "no right forced exits" in out
+    assert code == 0 and "harm probe (the exit's answer is right): constant (the train split holds one label)" in out
 
 
 def test_auto_picks_the_probe_that_cross_validates_better(tmp_path: Path) -> None:
@@ -293,7 +350,7 @@ def test_auto_picks_the_probe_that_cross_validates_better(tmp_path: Path) -> Non
     labels = (rng.random(n) < 0.85).astype(np.uint8)
     features = rng.normal(size=(n, d)).astype(np.float32)
     features[:, 0] += 1.5 * labels
-    events = SplitEvents(features, labels, np.array([f"t{i // 2}" for i in range(n)]), np.zeros(n), np.zeros(n))
+    events = SplitEvents(features, labels, labels, np.array([f"t{i // 2}" for i in range(n)]), np.zeros(n), np.zeros(n))
     probe, cv = train_probe(events, "auto", max_iter=50)
     assert set(cv) == {"mlp 256/64", "linear C=0.003", "linear C=0.01", "linear C=0.03"}
     assert probe.kind == "linear" and cv[probe.label] == max(v for v in cv.values() if v is not None)
@@ -305,7 +362,7 @@ def test_the_card_is_rederived_bit_for_bit_from_its_events(made_probe: dict[str,
     without the collection writes the same card."""
     copy = tmp_path / "probe"
     copy.mkdir()
-    for name in ("events.json", "training.json", "probe.onnx"):
+    for name in ("events.json", "training.json", "probe.onnx", "agreement.onnx"):
         (copy / name).write_bytes((made_probe["probe"] / name).read_bytes())
     code, out = tools("calibrate", "-p", copy, "--draws", 50)
     assert code == 0, out
@@ -319,7 +376,7 @@ def test_the_shipped_card_is_rederived_bit_for_bit_from_the_repository(tmp_path:
     card = json.loads((shipped / "card.json").read_text())
     copy = tmp_path / "probe"
     copy.mkdir()
-    for name in ("events.json", "training.json", "probe.onnx"):
+    for name in ("events.json", "training.json", "probe.onnx", "agreement.onnx"):
         (copy / name).write_bytes((shipped / name).read_bytes())
     code, out = tools("calibrate", "-p", copy, "--default-alpha", card["default_alpha"])
     assert code == 0, out
@@ -354,7 +411,8 @@ def test_guarantee_only_inside_the_calibrated_conditions(made_probe: dict[str, P
     assert not warmer.guarantee and warmer.estimate_because == ("temperature 0.9 (calibrated at 0.6)",)
     assert not boxed.guarantee and boxed.estimate_because == ("exit style boxed (calibrated with conclude)",)
     assert not own_system.guarantee and "system prompt" in own_system.estimate_because[0]
-    assert "α is an estimate here, not a guarantee: temperature 0.9" in stats_line(warmer)
+    assert "not guaranteed here: temperature 0.9" in stats_line(warmer)
+    assert inside.risk == "δ 0.3 at 90 % confidence (agreement)" and inside.risk in stats_line(inside)
     assert warmer.to_dict()["estimate_because"] == ["temperature 0.9 (calibrated at 0.6)"]
 
 
@@ -368,7 +426,7 @@ def test_a_card_holds_a_promise_for_each_condition_set(
     assert code == 0, out
     probe = tmp_path / "probe"
     probe.mkdir()
-    for name in ("training.json", "probe.onnx"):
+    for name in ("training.json", "probe.onnx", "agreement.onnx"):
         (probe / name).write_bytes((made_probe["probe"] / name).read_bytes())
     code, out = tools("calibrate", made_probe["collection"], warm, "-p", probe, "--draws", 20)
     assert code == 0, out
@@ -399,7 +457,7 @@ def test_temperature_ranges_are_checked_at_the_edge(tiny_r1: Path, tmp_path: Pat
 def test_calibrate_refuses_two_collections_in_the_same_conditions(made_probe: dict[str, Path], tmp_path: Path) -> None:
     probe = tmp_path / "probe"
     probe.mkdir()
-    for name in ("training.json", "probe.onnx"):
+    for name in ("training.json", "probe.onnx", "agreement.onnx"):
         (probe / name).write_bytes((made_probe["probe"] / name).read_bytes())
     code, out = tools("calibrate", made_probe["collection"], made_probe["collection"], "-p", probe, "--draws", 0)
     assert code == 1 and "same conditions" in out
