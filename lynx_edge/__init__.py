@@ -26,6 +26,7 @@ _EXPORTS = {
     "ModelError": "lynx_edge.errors",
     "ProbeError": "lynx_edge.errors",
     "SettingError": "lynx_edge.errors",
+    "Promise": "lynx_edge.runtime.options",
     "AnswerDelta": "lynx_edge.events",
     "CueScored": "lynx_edge.events",
     "Done": "lynx_edge.events",
@@ -35,7 +36,6 @@ _EXPORTS = {
     "Reply": "lynx_edge.events",
     "Savings": "lynx_edge.events",
     "ThinkingDelta": "lynx_edge.events",
-    "TrialScored": "lynx_edge.events",
     "result_of": "lynx_edge.events",
 }
 

@@ -40,3 +40,12 @@ def test_ruff_finds_nothing() -> None:
     assert check.returncode == 0, check.stdout
     formatted = run("-m", "ruff", "format", "--check", ".")
     assert formatted.returncode == 0, formatted.stdout
+
+
+def test_star_import_gives_every_public_name() -> None:
+    """`from lynx_edge import *` works and binds every name the package exports."""
+    space: dict[str, object] = {}
+    exec("from lynx_edge import *", space)  # noqa: S102 - the statement a user types
+    import lynx_edge
+
+    assert set(lynx_edge.__all__) <= set(space)

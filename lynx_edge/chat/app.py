@@ -287,10 +287,10 @@ class ChatApp(App[None]):
         if e is None or e.card is None:
             return None
         try:
-            rule = e.rule_for(alpha, self.defaults.mode)
+            rule = e.rule_for(alpha, self.defaults.mode, promise=self.defaults.promise)
         except LynxError as exc:  # a risk level this probe cannot serve: said once, the default used
             self.notify(str(exc), title="risk level", severity="error", timeout=20)
-            rule = e.rule_for(None, self.defaults.mode)
+            rule = e.rule_for(None, self.defaults.mode, promise=self.defaults.promise)
         return rule.level if rule else None
 
     def engine_failed(self, spec: str, message: str, ticker: Any) -> None:
@@ -310,8 +310,8 @@ class ChatApp(App[None]):
             return ""
         if e.probe is None:
             return e.policy_for(GenerationOptions()).describe()
-        rule = e.rule_for(self.settings.alpha, self.defaults.mode)
-        return f"probe {e.probe_name} · {rule.mode} α={rule.level:g}"
+        rule = e.rule_for(self.settings.alpha, self.defaults.mode, promise=self.defaults.promise)
+        return f"probe {e.probe_name} · {rule.mode} {rule.statement}"
 
     def refresh_header(self) -> None:
         e = self.engine
@@ -640,8 +640,8 @@ class ChatApp(App[None]):
         if e is None or e.card is None or self.settings.alpha is None:
             self.notify("no probe loaded: there is no risk level to change", severity="warning")
             return
-        rule = e.rule_for(self.settings.alpha, self.defaults.mode)
-        level = step_level(e.levels(rule.mode), rule.level, step)
+        rule = e.rule_for(self.settings.alpha, self.defaults.mode, promise=self.defaults.promise)
+        level = step_level(e.levels(rule.mode, rule.promise), rule.level, step)
         if level is None:
             which = "smallest" if step < 0 else "largest"
             self.notify(f"α={self.settings.alpha:g} is the {which} calibrated level", severity="warning")

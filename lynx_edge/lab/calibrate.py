@@ -87,6 +87,10 @@ class Trace:
     agrees: np.ndarray  # per cue: the exit's answer is the full-thinking answer
     forced_ok: np.ndarray  # per cue: the exit's answer is right (all False without gold)
     used_tokens: np.ndarray  # per cue: tokens kept before it + exit text + exit answer
+    # what re-labelling needs: the gold, the full answer and the exit's answer at each cue (as read)
+    gold: str | None = None
+    answer: str | None = None
+    answers: tuple[str | None, ...] = ()
 
     def view(self, promise: Promise) -> tuple[np.ndarray, np.ndarray] | None:
         """(scores, no loss at each cue) as ``promise`` counts this trace; None when the trace
@@ -104,6 +108,9 @@ class Trace:
             "group": self.group,
             "correct": self.correct,
             "natural_tokens": self.natural_tokens,
+            "gold": self.gold,
+            "answer": self.answer,
+            "answers": list(self.answers),
             "cues": [
                 [*(_score(self.scores[p][i]) for p in PROMISES), bool(a), bool(ok), int(u)]
                 for i, (a, ok, u) in enumerate(zip(self.agrees, self.forced_ok, self.used_tokens))
@@ -127,6 +134,9 @@ class Trace:
             agrees=np.array([c[k] for c in cues], dtype=bool),
             forced_ok=np.array([c[k + 1] for c in cues], dtype=bool),
             used_tokens=np.array([c[k + 2] for c in cues], dtype=np.int64),
+            gold=data.get("gold"),
+            answer=data.get("answer"),
+            answers=tuple(data.get("answers", ())),
         )
 
 
@@ -172,6 +182,9 @@ def held_out_traces(store: Collection, split: str, probes: dict[str, OnnxProbe] 
                 agrees=np.array([not c["changes"] for c in cues], dtype=bool),
                 forced_ok=np.array([bool(c["correct"]) for c in cues], dtype=bool),
                 used_tokens=np.array([c["cut"] + c["exit_tokens"] + c["answer_tokens"] for c in cues], dtype=np.int64),
+                gold=t["gold"],
+                answer=t["answer"],
+                answers=tuple(c["answer"] for c in cues),
             )
         )
     return out

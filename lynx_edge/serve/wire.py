@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, 
 from lynx_edge.errors import SettingError
 from lynx_edge.events import AnswerDelta, Done, Reply, ThinkingDelta, TokenLogprob
 from lynx_edge.runtime.options import EFFORT_ALPHA, Effort, GenerationOptions
+from lynx_edge.runtime.rules import PROMISE_SENTENCES
 
 log = logging.getLogger("lynx_edge.serve")
 
@@ -302,6 +303,7 @@ def lynx_stats(reply: Reply) -> dict[str, Any]:
         "mode": result.mode,
         "promise": result.promise,
         "risk": result.risk,
+        "promise_statement": PROMISE_SENTENCES.get(result.promise or ""),
         "probe": result.probe,
         "probe_calls": result.probe_calls,
         "trial_tokens": result.tokens.trial,

@@ -116,7 +116,7 @@ async def test_prompt_streams_thinking_cues_exit_answer_and_measured_saving(smol
     app = make_app(smol, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
-        assert "smollm2-135m" in app.sub_title and "α=0.1" in app.sub_title and "exit on" in app.sub_title
+        assert "smollm2-135m" in app.sub_title and "α 0.1" in app.sub_title and "exit on" in app.sub_title
         view = await ask(pilot)
         await until(pilot, lambda: view.savings is not None)
         thinking = str(view.block.render())  # what the screen shows
@@ -190,11 +190,11 @@ async def test_alpha_steps_through_calibrated_levels(smol: Path, tmp_path: Path)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await pilot.press("f3")
-        assert app.settings.alpha == 0.05 and "α=0.05" in app.sub_title
+        assert app.settings.alpha == 0.05 and "α 0.05" in app.sub_title
         await pilot.press("f3")  # already the smallest: stays, with a notice
         assert app.settings.alpha == 0.05
         await pilot.press("f4", "f4")
-        assert app.settings.alpha == 0.2 and "α=0.2" in app.sub_title
+        assert app.settings.alpha == 0.2 and "α 0.2" in app.sub_title
         view = await ask(pilot)
         await until(pilot, lambda: view.result is not None)
         assert view.result.alpha == 0.2

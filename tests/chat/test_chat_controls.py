@@ -75,7 +75,7 @@ async def test_thinking_budget_and_effort_keys_change_the_next_reply(smol: Path,
         assert app.settings.budget is None and "budget" not in app.sub_title
         await pilot.press("ctrl+f")  # effort low: the card's level for α 0.2
         assert app.settings.effort == "low" and app.settings.alpha == app.engine.rule_for(EFFORT_ALPHA["low"]).level
-        assert "effort low" in app.sub_title and f"α={app.settings.alpha:g}" in app.sub_title
+        assert "effort low" in app.sub_title and f"α {app.settings.alpha:g}" in app.sub_title
         await pilot.press("ctrl+f", "ctrl+f", "ctrl+f", "ctrl+f")  # medium, high, xhigh, max
         assert app.settings.effort == "max" and not app.settings.lynx and "exit off" in app.sub_title
         await pilot.press("ctrl+f")  # low again: exits back on
@@ -120,7 +120,7 @@ async def test_header_meter_copy_regenerate_edit_and_system_prompt(smol: Path, t
         assert f"Thought for {r.thinking_seconds:.1f} s" in title and f"{r.tokens.thinking} tok" in title
         assert f"cut at '{r.exit.cue}'" in title
         # this probe was calibrated with boxed exits and the chat exits by concluding: it says so
-        assert not r.guarantee and "α=0.1 estimated, not guaranteed" in title
+        assert not r.guarantee and "α 0.1 (harm) estimated, not guaranteed" in title
         used = r.tokens.prompt + r.tokens.completion
         meter = str(app.query_one("#totals").render())
         assert f"context {used}/{app.engine.backend.n_ctx}" in meter
@@ -233,7 +233,9 @@ async def test_switching_the_model_mid_chat_goes_on_and_is_in_the_history(
         assert f"model: {app.engine.model_name}" in note and "loaded in" in note
         second = await answered(pilot, "And how much do 5 shirts cost?")
         assert second.result.model == app.engine.model_name
-        assert second.result.guarantee and "guaranteed" in str(second.fold.title)  # its own probe, calibrated so
+        assert second.result.guarantee and "at 90 % confidence" in str(
+            second.fold.title
+        )  # its own probe, calibrated so
         assert app.history[:2] == [
             {"role": "user", "content": PROMPT},
             {"role": "assistant", "content": first.result.answer},

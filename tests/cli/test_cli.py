@@ -121,10 +121,13 @@ def test_probe_info_prints_the_card_and_its_promises(smol_info, tmp_path: Path) 
             "accuracy_without_exits": 0.9,
             "rules": [
                 {
+                    "promise": "harm",
                     "mode": "per-cue",
                     "level": 0.05,
-                    "per_cue_premature_exit_rate": 0.01,
-                    "per_answer_premature_exit_rate": 0.0,
+                    "per_cue_rate": 0.01,
+                    "changed": {"hits": 1, "n": 10, "rate": 0.1, "interval_95": [0.02, 0.4]},
+                    "spoilt": {"hits": 0, "n": 10, "rate": 0.0, "interval_95": [0.0, 0.28]},
+                    "spoilt_among_right": {"hits": 0, "n": 9, "rate": 0.0, "interval_95": [0.0, 0.3]},
                     "exit_rate": 0.4,
                     "tokens_saved": 0.3,
                     "accuracy_with_exits": 0.9,
@@ -137,7 +140,8 @@ def test_probe_info_prints_the_card_and_its_promises(smol_info, tmp_path: Path) 
     assert code == 0
     assert "layers [10, 20] + final norm → 1728 dims" in out and "per-cue    δ=0.05" in out
     assert "on average over calibration draws" in out and "Learn-then-Test" in out
-    assert "| per-cue δ=0.05 | 1.0% | 0.0% | 40.0% | 30.0% | 90.0% |" in out
+    assert "promise    harm (default): per answer, among the answers full thinking gets right" in out
+    assert "| harm per-cue δ=0.05 | 1.0% | 10.0% (1/10) | 0.0% (0/10) | 0.0% (0/9) | 40.0% | 30.0% | 90.0% |" in out
     assert "barely better than chance (test AUC 0.50)" in out
     assert "{" not in out.split("test split")[1]  # a table, not a JSON dump
 
@@ -326,3 +330,25 @@ def test_run_with_tools_prints_each_call_as_json(tmp_path: Path) -> None:
     assert all(isinstance(c["arguments"]["expression"], str) and c["id"].startswith("call_") for c in calls)
     code, _, err = invoke("run", PROMPT, "--tools", str(tools), "--tool-choice", "weather")
     assert code == 2 and "calculator" in err and "--tool-choice" in err
+
+
+def test_a_request_outside_the_calibration_says_the_level_is_not_guaranteed(tmp_path: Path) -> None:
+    """The promise holds for single questions answered freely to their own end, as the card was
+    calibrated: a thinking budget that cuts, tools or a JSON schema make it an estimate, and
+    --json says which; inside those conditions the level is stated with its confidence."""
+    code, out, _ = invoke("run", PROBLEM, "--json", "-t", "0")
+    inside = json.loads(out)
+    assert code == 0 and inside["guarantee"] and inside["estimate_because"] == []
+    assert inside["risk"].endswith("at 90 % confidence (" + inside["promise"] + ")")
+    code, out, _ = invoke("run", PROBLEM, "--thinking-budget", "30", "--json", "-t", "0")
+    cut = json.loads(out)
+    assert code == 0 and not cut["guarantee"] and cut["exit"]["policy"] == "budget"
+    assert any("thinking budget (30 tokens) cut the thinking" in why for why in cut["estimate_because"])
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps([{"name": "calculator", "parameters": {"type": "object", "properties": {}}}]))
+    code, out, _ = invoke("run", PROMPT, "--tools", str(tools), "--json", "-t", "0")
+    called = json.loads(out)
+    assert code == 0 and not called["guarantee"]
+    assert any("tool(s) the model may call" in why for why in called["estimate_because"])
+    code, _, err = invoke("run", PROBLEM, "--promise", "sometimes")
+    assert code == 2 and "--promise" in err and "agreement" in err

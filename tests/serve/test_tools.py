@@ -44,6 +44,8 @@ def test_a_required_call_comes_back_as_tool_calls_that_validate(oai: openai.Open
     for call in choice.message.tool_calls:
         assert call.id.startswith("call_") and call.type == "function"
         jsonschema.validate(json.loads(call.function.arguments), schema_of(call.function.name))
+    lynx = reply.model_extra["lynx"]  # the card was calibrated on free answers: tools make it an estimate
+    assert not lynx["guarantee"] and any("tool(s) the model may call" in why for why in lynx["estimate_because"])
 
 
 def test_a_named_tool_choice_calls_that_tool(oai: openai.OpenAI) -> None:
