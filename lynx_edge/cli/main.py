@@ -201,7 +201,25 @@ def models() -> None:
     show_default=True,
     help="Address to bind (keep 127.0.0.1 unless the network is trusted).",
 )
-@click.option("--port", type=int, default=8080, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port to listen on; 0 takes a free one (the ready line on stdout says which).",
+)
+@click.option(
+    "--allowed-host",
+    multiple=True,
+    help="A Host name to serve besides the loopback ones (repeatable; '*' turns the check off). "
+    "Requests naming any other host get 403: web pages cannot reach the server by DNS rebinding.",
+)
+@click.option(
+    "--parent-pid",
+    type=click.IntRange(min=1),
+    help="Stop when this process ends (the app that started the server: a sidecar).",
+)
+@click.option("--exit-with-stdin", is_flag=True, help="Stop when stdin closes (the app's end of a pipe).")
 @click.option(
     "--api-key",
     envvar="LYNX_EDGE_API_KEY",
@@ -230,6 +248,9 @@ def models() -> None:
 def serve(
     host: str,
     port: int,
+    allowed_host: tuple[str, ...],
+    parent_pid: int | None,
+    exit_with_stdin: bool,
     api_key: str | None,
     parallel: int,
     max_queue: int,
@@ -242,28 +263,43 @@ def serve(
     OpenAI:    POST /v1/chat/completions, POST /v1/responses, GET /v1/models
     Anthropic: POST /v1/messages, POST /v1/messages/count_tokens
     Ollama:    POST /api/chat, /api/generate, /api/show; GET /api/tags, /api/ps, /api/version
-    GET /health"""
+    GET /health (503 "loading" until the model is loaded, then "ready")
+
+    \b
+    Once the model is loaded, one JSON line goes to stdout:
+    {"event": "ready", "url": "http://127.0.0.1:PORT", "port": PORT, "model": NAME}
+    and nothing else does (logs go to stderr)."""
     from lynx_edge.serve.app import ServerSettings, model_id
     from lynx_edge.serve.app import serve as run_server
+    from lynx_edge.runtime.presets import DEFAULT_PRESET
+    from lynx_edge.serve.sidecar import Lifecycle
 
-    load = engine_args(kwargs)
+    load_args = engine_args(kwargs)
     defaults = options_from(kwargs)
-    prepare_model(load[0])
-    engine = load_engine(*load, parallel=parallel)
-    engine.policy_for(defaults)  # a risk level the probe cannot serve fails now, not per request
-    for line in engine.notices:
-        click.echo(click.style(line, fg="yellow"), err=True)
-    click.echo(
-        f"serving {model_id(engine)} (probe: {engine.probe_name or 'none'}, {parallel} at a time) "
-        f"on http://{host}:{port}/v1",
-        err=True,
+    if "*" in allowed_host:
+        click.echo(
+            click.style("--allowed-host '*': any Host is served (web pages can reach it)", fg="yellow"), err=True
+        )
+
+    def load():  # noqa: ANN202 - the engine, on the loading thread
+        prepare_model(load_args[0])
+        engine = load_engine(*load_args, parallel=parallel)
+        engine.policy_for(defaults)  # a risk level the probe cannot serve fails now, not per request
+        for line in engine.notices:
+            click.echo(click.style(line, fg="yellow"), err=True)
+        click.echo(f"serving {model_id(engine)} (probe: {engine.probe_name or 'none'}, {parallel} at a time)", err=True)
+        return engine
+
+    settings = ServerSettings(
+        host=host,
+        port=port,
+        api_key=api_key,
+        max_queue=max_queue,
+        cors_origins=cors_origin,
+        defaults=defaults,
+        allowed_hosts=allowed_host,
     )
-    run_server(
-        engine,
-        ServerSettings(
-            host=host, port=port, api_key=api_key, max_queue=max_queue, cors_origins=cors_origin, defaults=defaults
-        ),
-    )
+    run_server(load, load_args[0] or DEFAULT_PRESET, settings, Lifecycle(parent_pid, exit_with_stdin))
 
 
 if __name__ == "__main__":

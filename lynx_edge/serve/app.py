@@ -13,10 +13,13 @@ the same for all of them. HTTP only here: the batching is in ``batcher.py``.
   -d``, as Ollama's own docs do): browsers always send one.
 * Browsers: ``--cors-origin`` names the web origins that may call the API; preflights are
   answered for those only (none by default).
+* ``Host`` and ``Origin`` (``serve.guard``): on loopback, only requests naming a loopback host
+  (or an ``--allowed-host``) and only local pages (or a ``--cors-origin``) are served, every
+  other one is 403: the DNS-rebinding hole a local server otherwise leaves open.
 * ``--api-key``: every route but ``/health`` needs ``Authorization: Bearer KEY`` (scheme in any
   case) or ``x-api-key: KEY`` (Anthropic's clients), compared in constant time. ``/health``
-  answers ``{"status": "ok"}`` to anyone (for process monitors); the model name and queue
-  length only with the key.
+  answers ``{"status": "ready"}`` to anyone (503 ``"loading"`` while the model loads: see
+  ``sidecar``); the model name and queue length only with the key.
 * Errors come in the shape of the door they came through (OpenAI's, Anthropic's, Ollama's).
 * A client that disconnects, streaming or not, stops its generation within one token (the
   connection is polled while waiting); a queued request whose client left never starts.
@@ -44,8 +47,10 @@ from starlette.routing import Route
 from lynx_edge.errors import ContextOverflowError, SettingError
 from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.options import GenerationOptions
-from lynx_edge.serve import anthropic_messages, ollama, openai_chat, openai_responses
+from lynx_edge.serve import anthropic_messages, ollama, openai_chat, openai_responses, sidecar
 from lynx_edge.serve.batcher import END, Batcher, Busy, Job
+from lynx_edge.serve.guard import HostGuardMiddleware, HostPolicy
+from lynx_edge.serve.sidecar import Lifecycle
 from lynx_edge.serve.wire import ApiError, Ask, Collected, Served, Writer
 
 log = logging.getLogger("lynx_edge.serve")
@@ -61,6 +66,11 @@ class ServerSettings:
     max_queue: int = 32
     cors_origins: tuple[str, ...] = ()
     defaults: GenerationOptions = field(default_factory=GenerationOptions)  # for requests that name none (--alpha)
+    allowed_hosts: tuple[str, ...] = ()  # Host names served besides the loopback ones ("*": any)
+
+    @property
+    def policy(self) -> HostPolicy:
+        return HostPolicy(self.host, self.allowed_hosts, self.cors_origins)
 
 
 # what a door makes of a body: the ask, and the writer of its reply
@@ -97,6 +107,18 @@ def _error_response(error: ApiError, shape: Shape) -> JSONResponse:
     status, body = shape(error)
     headers = {"Retry-After": "1"} if error.status == 503 else None
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def refusal(path: str, message: str, status: int = 403) -> JSONResponse:
+    """A request turned away before any door reads it (a foreign host, or still loading), in
+    the shape of the door at ``path``."""
+    kind, code = ("permission_error", "forbidden") if status == 403 else ("overloaded_error", "model_loading")
+    return _error_response(ApiError(status, message, code=code, kind=kind), shape_for(path))
+
+
+def guarded(app: Any, settings: ServerSettings) -> Any:
+    """``app`` behind the Host/Origin checks of ``settings``."""
+    return HostGuardMiddleware(app, settings.policy, refusal)
 
 
 def key_matches(headers: dict[str, str], api_key: str) -> bool:
@@ -162,7 +184,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> Starle
     model = Served(served, engine.backend.n_ctx)
 
     async def health(request: Request) -> JSONResponse:
-        body: dict[str, Any] = {"status": "ok"}
+        body: dict[str, Any] = {"status": "ready"}
         key = settings.api_key
         if not key or key_matches({k.lower(): v for k, v in request.headers.items()}, key):
             body.update(model=served, running=batcher.running, queued=batcher.pending - batcher.running)
@@ -246,9 +268,10 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> Starle
         return JSONResponse({"input_tokens": len(prompt)})
 
     middleware = [Middleware(GateMiddleware, api_key=settings.api_key)]
+    middleware.insert(0, Middleware(HostGuardMiddleware, policy=settings.policy, refuse=refusal))
     if settings.cors_origins:
         middleware.insert(
-            0,
+            1,
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
@@ -359,8 +382,16 @@ async def _collect(http: Request, job: Job, ask: Ask, first: Any) -> Collected:
     return got
 
 
-def serve(engine: Engine, settings: ServerSettings) -> None:
-    """Run the server until Ctrl-C."""
-    import uvicorn
-
-    uvicorn.run(create_app(engine, settings), host=settings.host, port=settings.port, log_level="info")
+def serve(load: Callable[[], Engine], label: str, settings: ServerSettings, lifecycle: Lifecycle) -> None:
+    """Run the server (``sidecar.run``): "loading" while ``load`` runs, then the doors, until a
+    signal, the parent's death or stdin's end."""
+    sidecar.run(
+        load,
+        label,
+        settings.host,
+        settings.port,
+        lifecycle,
+        make_app=lambda engine: create_app(engine, settings),
+        name=model_id,
+        loading=sidecar.loading_app(label, lambda app: guarded(app, settings), refusal),
+    )

@@ -57,6 +57,7 @@ class Batcher:
         self.waiting: deque[Job] = deque()
         self.running = 0
         self.dropped = 0  # queued requests whose client left before they started
+        self.active: set[Job] = set()  # started and not yet done
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
@@ -117,6 +118,8 @@ class Batcher:
             return
         slot = scheduler.free_slot(plan.prompt)
         job.started = True
+        with self._lock:
+            self.active.add(job)
         scheduler.add(
             lambda s: self.engine.generation(plan, s, cancelled=job.cancelled).steps(),
             slot,
@@ -127,9 +130,19 @@ class Batcher:
     def _done(self, job: Job, error: BaseException | None) -> None:
         with self._lock:
             self.running -= 1
+            self.active.discard(job)
         if error is not None:
             job.put(error if isinstance(error, LynxError) else RuntimeError(f"generation failed: {error!r}"))
         job.put(END)
+
+    def end_all(self) -> None:
+        """End every generation at its next token and drop the queue (the server is stopping):
+        each stream then closes with its door's final event."""
+        with self._lock:
+            jobs = [*self.waiting, *self.active]
+        for job in jobs:
+            job.cancel()
+        self._wake.set()
 
     def close(self) -> None:
         self._closed = True

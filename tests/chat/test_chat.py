@@ -71,7 +71,8 @@ def load(spec: str) -> Engine:
     return Engine(spec, n_threads=2)
 
 
-async def until(pilot, condition, timeout: float = 90.0) -> None:
+async def until(pilot, condition, timeout: float = 600.0) -> None:
+    """Wait for ``condition`` (an event in the app), however long a loaded machine takes."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for the app: {_state(pilot.app)}"

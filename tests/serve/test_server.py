@@ -301,7 +301,7 @@ def test_bad_requests_get_openai_errors(server: dict, body: bytes, status: int, 
     assert r.status_code == status
     error = r.json()["error"]
     assert error["code"] == code and error["message"] and "type" in error
-    assert httpx.get(f"{server['base']}/health").json()["status"] == "ok"
+    assert httpx.get(f"{server['base']}/health").json()["status"] == "ready"
 
 
 def test_only_json_bodies_start_a_generation(server: dict) -> None:
@@ -328,7 +328,7 @@ def test_oversize_prompt_is_a_context_error(client: openai.OpenAI) -> None:
 
 def test_api_key_is_checked_everywhere_but_health(server: dict) -> None:
     base = server["base"]
-    assert httpx.get(f"{base}/health").json() == {"status": "ok"}  # open, but says nothing more
+    assert httpx.get(f"{base}/health").json() == {"status": "ready"}  # open, but says nothing more
     assert httpx.get(f"{base}/v1/models").status_code == 401
     assert (
         httpx.get(f"{base}/v1/models", headers={"Authorization": "Bearer nope"}).json()["error"]["code"]
