@@ -35,7 +35,8 @@ def table(summary: dict[str, Any]) -> str:
         f"{summary['problems']} problems ({', '.join(summary['data'])}), {summary['probe']}: full thinking "
         f"{full['accuracy']:.1%} accurate, {full['mean_tokens']:.0f} tokens",
         "",
-        "| rule | accuracy | tokens (mean) | thinking saved | answers changed [95 %] | spoilt among full-right [95 %] |",
+        "| rule | accuracy | tokens (mean) | thinking saved | answers changed [95 %] "
+        "| spoilt among full-right [95 %] |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for method, r in rows.items():

@@ -269,9 +269,9 @@ def serve(
     Once the model is loaded, one JSON line goes to stdout:
     {"event": "ready", "url": "http://127.0.0.1:PORT", "port": PORT, "model": NAME}
     and nothing else does (logs go to stderr)."""
+    from lynx_edge.runtime.presets import DEFAULT_PRESET
     from lynx_edge.serve.app import ServerSettings, model_id
     from lynx_edge.serve.app import serve as run_server
-    from lynx_edge.runtime.presets import DEFAULT_PRESET
     from lynx_edge.serve.sidecar import Lifecycle
 
     load_args = engine_args(kwargs)

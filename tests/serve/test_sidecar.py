@@ -125,7 +125,9 @@ def start_sidecar(*args: str) -> tuple[subprocess.Popen, dict, float]:
 
 
 def port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now (as servers bind: past TIME_WAIT)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -163,7 +165,7 @@ def test_a_sidecar_starts_on_a_free_port_says_ready_and_dies_with_its_parent(tmp
 def test_sigterm_ends_open_streams_properly_and_exits(tmp_path: Path) -> None:
     """A stream in flight when the server is told to stop ends with its final event (finish
     reason and the lynx object), and the process is gone within 5 s."""
-    proc, ready, _ = start_sidecar("--exit-with-stdin")
+    proc, ready, _ = start_sidecar()
     try:
         client = openai.OpenAI(base_url=f"{ready['url']}/v1", api_key="none")
         stream = client.chat.completions.create(
