@@ -1,6 +1,6 @@
 """Write an MLP probe (optionally with a standard scaler in front) as an ONNX file.
 
-Used by ``tools/`` after training and by tests that need probes with known weights. The
+Used by ``lynx-edge probe train`` and by tests that need probes with known weights. The
 scaler is folded into the first layer, so the ONNX graph is Gemm/Relu layers and a Sigmoid:
 input ``features`` float32 [batch, D], output ``probability`` float32 [batch, 1].
 """

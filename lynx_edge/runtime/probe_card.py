@@ -1,6 +1,6 @@
 """Probe cards: the JSON that says which model, features, cues and thresholds a probe has.
 
-The card is the one artifact both ``tools/`` (which writes it) and the runtime (which reads
+The card is the one artifact both ``lynx-edge probe`` (which writes it) and the runtime (which reads
 and checks it) use. A card made for another model is refused with a one-line reason.
 
 ``score`` says what the calibrated thresholds apply to: ``probe`` (the ONNX probe's output on
@@ -116,9 +116,11 @@ class ProbeCard:
         try:
             data = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ProbeError(f"probe card {path} is not valid JSON ({exc}): re-export it with tools/") from None
+            raise ProbeError(
+                f"probe card {path} is not valid JSON ({exc}): remake it with `lynx-edge probe calibrate`"
+            ) from None
         if not isinstance(data, dict) or data.get("format") != CARD_FORMAT:
-            raise ProbeError(f"{path} is not a {CARD_FORMAT} probe card: re-export it with tools/")
+            raise ProbeError(f"{path} is not a {CARD_FORMAT} probe card: remake it with `lynx-edge probe calibrate`")
         data.pop("format")
         try:
             card = cls(**data, path=path)
@@ -126,12 +128,12 @@ class ProbeCard:
             raise ProbeError(f"probe card {path} has missing or unknown fields ({exc})") from None
         for key in ("name", *_IDENTITY):
             if key not in card.model:
-                raise ProbeError(f"probe card {path} lacks model.{key}: re-export it with tools/")
+                raise ProbeError(f"probe card {path} lacks model.{key}: remake it with `lynx-edge probe calibrate`")
         if not card.cues:
             raise ProbeError(f"probe card {path} lists no cues")
         if card.score not in SCORES or (card.score == "probe") != (card.onnx is not None):
             raise ProbeError(
-                f"probe card {path} has score {card.score!r} with onnx {card.onnx!r}: re-export it with tools/"
+                f"probe card {path} has score {card.score!r} with onnx {card.onnx!r}: remake it with `lynx-edge probe calibrate`"
             )
         return card
 

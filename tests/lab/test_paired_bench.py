@@ -243,6 +243,11 @@ def test_outputs_are_written_and_resume_adds_only_new_problems(benched: dict) ->
     assert summary["rows"][0]["seconds_measured"] and not deer["seconds_measured"]
     full = summary["rows"][0]
     assert full["accuracy"] == 0.5  # gold alternates 4, 5; the model answers 4
+    # the rates each promise bounds, with their intervals: every exit here answers 4, as full thinking does
+    assert full["changed"] == {"hits": 0, "n": 6, "rate": 0.0, "interval_95": full["changed"]["interval_95"]}
+    lynx = next(r for r in summary["rows"] if r["method"] == "lynx harm δ=0.05")
+    assert lynx["changed"]["rate"] == 0.0 and lynx["spoilt_among_right"]["n"] == 3
+    assert lynx["spoilt_among_right"]["interval_95"][0] == 0.0 < lynx["spoilt_among_right"]["interval_95"][1]
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (out / "table.md").read_text()
     assert "| lynx harm δ=0.05 |" in table and table in benched["output"]
