@@ -133,7 +133,8 @@ class ProbeCard:
             raise ProbeError(f"probe card {path} lists no cues")
         if card.score not in SCORES or (card.score == "probe") != (card.onnx is not None):
             raise ProbeError(
-                f"probe card {path} has score {card.score!r} with onnx {card.onnx!r}: remake it with `lynx-edge probe calibrate`"
+                f"probe card {path} has score {card.score!r} with onnx {card.onnx!r}: "
+                "remake it with `lynx-edge probe calibrate`"
             )
         return card
 
