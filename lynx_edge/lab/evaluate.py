@@ -11,8 +11,8 @@ the boxed trial answer for the training-free methods' trials. Budgets cut twice:
 runtime's thinking budget does (the first line or sentence end within a small grace after the
 budget, else the last word gap there, back to the last sentence end only with no room ahead),
 and raw, at exactly the budget's token (llama.cpp's ``--reasoning-budget``). Both phases
-append one line per problem, so a stopped run resumes. Phase 1 depends only on the model, probe file and trace settings; phase 2 is redone
-for problems whose budgets moved (more problems were added) or whose method settings or
+append one line per problem, so a stopped run resumes. Phase 1 depends only on the model,
+probe file and trace settings; phase 2 is redone for problems whose budgets moved (more problems were added) or whose method settings or
 calibration changed — so trial knobs, budgets or a recalibrated card are compared on the
 traces already made.
 
