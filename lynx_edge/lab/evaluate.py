@@ -12,9 +12,9 @@ runtime's thinking budget does (the first line or sentence end within a small gr
 budget, else the last word gap there, back to the last sentence end only with no room ahead),
 and raw, at exactly the budget's token (llama.cpp's ``--reasoning-budget``). Both phases
 append one line per problem, so a stopped run resumes. Phase 1 depends only on the model,
-probe file and trace settings; phase 2 is redone for problems whose budgets moved (more problems were added) or whose method settings or
-calibration changed — so trial knobs, budgets or a recalibrated card are compared on the
-traces already made.
+probe files and trace settings; phase 2 is redone for problems whose budgets moved (more
+problems were added) or whose method settings or calibration changed — so trial knobs,
+budgets or a recalibrated card are compared on the traces already made.
 
 Seconds per problem are measured for full thinking and estimated for every exit: the trace's
 measured prefill and per-token rate up to the cut, plus the measured answer after the cut,
