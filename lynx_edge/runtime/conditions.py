@@ -83,6 +83,7 @@ class RequestConditions:
     # what else changes where or how the thinking ends or what the answer is, in words (tools,
     # a JSON schema, earlier turns): calibration traces are single questions answered freely
     answer_shape: tuple[str, ...] = ()
+    exit_text: str | None = None  # what an exit writes here (None: not compared)
 
 
 def departures(calibrated: Conditions, request: RequestConditions) -> list[str]:
@@ -98,6 +99,8 @@ def departures(calibrated: Conditions, request: RequestConditions) -> list[str]:
         found.append(f"top-k {request.top_k} (calibrated at {calibrated.top_k})")
     if request.exit_style != calibrated.exit_style:
         found.append(f"exit style {request.exit_style} (calibrated with {calibrated.exit_style})")
+    elif request.exit_text is not None and request.exit_text != calibrated.exit_text:
+        found.append(f"exit text {request.exit_text!r} (calibrated with {calibrated.exit_text!r})")
     if request.system_prompt != calibrated.system_prompt:
         found.append("another system prompt than the calibration's")
     found.extend(f"{knob} (not used in calibration)" for knob in request.extra_sampling)

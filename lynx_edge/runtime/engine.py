@@ -271,6 +271,7 @@ class Engine:
             system_prompt=self._system_prompt_of(messages),
             top_k=options.top_k,
             extra_sampling=_extra_sampling(options),
+            exit_text=self.exit_text_for(options.exit_style, ""),
             answer_shape=answer_shape(
                 tools=len(options.callable_tools),
                 json_schema=options.json_schema is not None,
