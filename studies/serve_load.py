@@ -83,7 +83,7 @@ class Server:
 
     def healthy(self) -> bool:
         try:
-            return httpx.get(f"{self.base}/health", timeout=5).json()["status"] == "ok"
+            return httpx.get(f"{self.base}/health", timeout=5).json()["status"] == "ready"
         except (httpx.HTTPError, ValueError, KeyError):
             return False
 
