@@ -27,8 +27,8 @@ from pathlib import Path
 from lynx_edge.lab.evaluate import Bench, BenchSettings, _Answers
 from lynx_edge.lab.methods import budget_key, budget_tokens, median_thinking
 from lynx_edge.lab.problems import load_problems
-from lynx_edge.runtime.boundaries import MAX_GRACE, MAX_REACH, NATURAL, CutWindow, boundary_at
 from lynx_edge.runtime.engine import Engine
+from lynx_edge.runtime.limits import MAX_GRACE, MAX_REACH, NATURAL, CutWindow, boundary_at
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "studies/results/reasoner-synthetic500"

@@ -26,7 +26,7 @@ from typing import Any
 from lynx_edge.lab.grading import grade
 from lynx_edge.lab.problems import Problem, load_problems
 from lynx_edge.runtime.engine import Engine
-from lynx_edge.runtime.loops import MIN_SPAN, find_loop, max_copies
+from lynx_edge.runtime.limits import MIN_SPAN, find_loop, max_copies
 from lynx_edge.runtime.options import GenerationOptions
 from lynx_edge.runtime.replay import Lane, Replay
 

@@ -64,11 +64,10 @@ from lynx_edge.lab.methods import (
 )
 from lynx_edge.lab.problems import Problem, data_label, trace_seed
 from lynx_edge.lab.run_dir import RunDir
-from lynx_edge.runtime.boundaries import CutWindow
 from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.forced_answers import BOXED_ANSWER_TOKENS, ForcedAnswer
 from lynx_edge.runtime.generation import CueFeatures
-from lynx_edge.runtime.loops import find_loop
+from lynx_edge.runtime.limits import CutWindow, find_loop
 from lynx_edge.runtime.options import ExitStyle, GenerationOptions, Promise
 from lynx_edge.runtime.policies import TrialExit, first_trial_exit
 from lynx_edge.runtime.probe_card import model_fingerprint

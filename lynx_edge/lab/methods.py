@@ -12,11 +12,11 @@ forced answers.
 * ``consistency`` — the first cue whose trial answer equals the previous k−1 trials' (training-free;
                     both judged by the runtime's ``TrialExit``);
 * ``budget``      — a soft cut at a fixed fraction of the median full thinking length, by the
-                    runtime's own rule (``boundaries.CutWindow``: the next line or sentence end
+                    runtime's own rule (``limits.CutWindow``: the next line or sentence end
                     within a small grace, else the last one; ``budget … raw``: at exactly that
                     token, as llama.cpp's ``--reasoning-budget`` cuts);
 * ``lynx … ≤ budget`` — the default LYNX rule inside a soft budget: whichever cuts first;
-* ``loop guard``  — the runtime's loop guard (``loops.LoopGuard``): a cut just after a loop
+* ``loop guard``  — the runtime's loop guard (``limits.LoopGuard``): a cut just after a loop
                     is caught, at the next sentence end within one cycle;
 * ``oracle``      — the first cue whose forced answer is right (what a perfect probe would do).
 

@@ -21,7 +21,7 @@ from lynx_edge.errors import ContextOverflowError, LynxError, ProbeError, Settin
 from lynx_edge.events import Event
 from lynx_edge.runtime.conditions import RequestConditions, answer_shape
 from lynx_edge.runtime.cues import CueMatcher
-from lynx_edge.runtime.generation import FeatureSink, Generation, Plan, Policy, ToolUse
+from lynx_edge.runtime.generation import FeatureSink, Generation, Plan, Policy
 from lynx_edge.runtime.ledger import token_texts
 from lynx_edge.runtime.llama_backend import LlamaBackend, SamplingSettings, json_grammar, tool_call_grammar
 from lynx_edge.runtime.model_files import default_probe, resolve_model
@@ -33,6 +33,7 @@ from lynx_edge.runtime.probe_card import ProbeCard
 from lynx_edge.runtime.rules import Calibration, ExitRule, calibrated_levels, card_rules, select_rule
 from lynx_edge.runtime.scheduler import Scheduler
 from lynx_edge.runtime.tool_calls import GENERIC, ToolFormat, format_for, string_arguments, template_messages
+from lynx_edge.runtime.tool_use import ToolUse
 
 Messages = str | Sequence[dict[str, Any]]
 DEFAULT_ALPHA = 0.1

@@ -5,17 +5,20 @@ depends only on the trace up to there. ``forced_answer`` writes it on a branch o
 sequence (the prefix's cache cells are shared, not copied or re-decoded): the exit text, then
 a greedy answer until the braces the exit text opened are closed. The runtime's boxed exits,
 training-free trial answers, the probe toolkit's labels and ``lynx-edge bench`` all answer
-this way; ``runtime.replay`` runs it on a recorded trace without a scheduler.
+this way; ``runtime.replay`` runs it on a recorded trace without a scheduler. The other way
+round, ``natural_end`` lets a trace that exited think on to where it would have ended.
 """
 
 from __future__ import annotations
 
 import codecs
+import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from lynx_edge.runtime.llama_backend import BatchItem, BatchOut, LlamaBackend
+from lynx_edge.runtime.llama_backend import BatchItem, BatchOut, LlamaBackend, Sampler
 from lynx_edge.runtime.scheduler import Step
 
 BOXED_ANSWER_TOKENS = 64  # cap on a forced answer after an exit text
@@ -109,3 +112,59 @@ def answer_on_branch(
     )
     backend.clear(branch)
     return answer
+
+
+class Trials:
+    """The trial answers of one reply under the training-free policy (each written on the
+    branch sequence after the thinking so far), and what they cost."""
+
+    def __init__(self, backend: LlamaBackend, seq: int, branch: int, prompt_tokens: int, exit_text: str, close: str):
+        self.backend, self.seq, self.branch, self.prompt_tokens = backend, seq, branch, prompt_tokens
+        self.exit_text, self.close = exit_text, close
+        self.answers: list[str] = []  # earlier trials' answers, oldest first
+        self.last: int | None = None  # the token index of the latest trial
+        self.tokens = 0
+        self.seconds = 0.0
+
+    def run(self, cut: int) -> Step:
+        """A trial answer had the thinking stopped at its token ``cut`` (a ``ForcedAnswer``)."""
+        start = time.perf_counter()
+        keep = self.prompt_tokens + cut
+        answer = yield from answer_on_branch(self.backend, self.seq, self.branch, keep, self.exit_text, self.close)
+        self.tokens += answer.tokens
+        self.seconds += time.perf_counter() - start
+        return answer
+
+    def taken(self, answer: str, index: int) -> None:
+        """Record a judged trial's answer, made at token ``index``."""
+        self.answers.append(answer)
+        self.last = index
+
+
+def natural_end(
+    backend: LlamaBackend,
+    seq: int,
+    keep: int,
+    tail: list[int],
+    sampler: Sampler,
+    *,
+    limit: int,
+    cancelled: threading.Event,
+) -> Step:
+    """Run ``seq`` on from its first ``keep`` tokens as if it had never exited: ``tail`` (the
+    tokens it had sampled past the exit point) first, then ``sampler`` (a clone of the reply's,
+    taken at the exit) to the end of generation or ``limit`` tokens (a scheduler step). Returns
+    (the tokens written after ``keep``, whether ``limit`` or the context capped them), or None
+    when cancelled."""
+    backend.truncate(keep, seq)
+    out: BatchOut = yield BatchItem(seq, tail)
+    written = len(tail)
+    while written < limit and len(backend.seqs[seq]) < backend.n_ctx:
+        if cancelled.is_set():
+            return None
+        token = backend.sample(sampler, out.row)
+        if backend.is_eog(token):
+            return written, False
+        out = yield BatchItem(seq, [token])
+        written += 1
+    return None if cancelled.is_set() else (written, True)

@@ -12,10 +12,10 @@ Token by token (each decode is a request the scheduler batches with other genera
 A word cue that ends exactly at a token boundary is judged once the next token shows the
 word really ended ("Wait," yes, "Waiting" no); the features were captured on the cue token
 itself, so nothing is decoded twice. The answer may be held to a grammar (the thinking stays
-free). A thinking budget, and the answer reserve under any token limit, close the thinking
-in time at a sentence or line end (``boundaries.CutWindow``; the text a cut may remove is held
-back from the stream), and the loop guard closes a thinking that repeats itself in a loop
-(``loops.LoopGuard``) or stops an answer that does.
+free). Two watchers ride along and decide while the generation acts (it alone edits the
+cache): the thinking's limits (``limits.ThinkingLimits``: a budget or the answer reserve closes
+the thinking at a sentence or line end, the loop guard closes a thinking that loops or ends an
+answer that does) and the tool calls (``tool_use.CallWatcher``).
 """
 
 from __future__ import annotations
@@ -38,20 +38,20 @@ from lynx_edge.events import (
     TokenCounts,
     TokenLogprob,
 )
-from lynx_edge.runtime.boundaries import CutWindow
 from lynx_edge.runtime.cues import CueMatch, CueMatcher, cue_label
-from lynx_edge.runtime.forced_answers import BOXED_ANSWER_TOKENS, BoxedAnswer, answer_on_branch
+from lynx_edge.runtime.forced_answers import BOXED_ANSWER_TOKENS, BoxedAnswer, Trials, natural_end
 from lynx_edge.runtime.ledger import TokenLedger
+from lynx_edge.runtime.limits import ThinkingLimits
 from lynx_edge.runtime.llama_backend import BatchItem, BatchOut, Grammar, LlamaBackend, Sampler, SamplingSettings
-from lynx_edge.runtime.loops import LoopGuard
 from lynx_edge.runtime.options import ExitStyle
 from lynx_edge.runtime.policies import Decision, NoExit, ProbeExit, TrialExit
 from lynx_edge.runtime.scheduler import Slot, Step
 from lynx_edge.runtime.stream import StreamGate
-from lynx_edge.runtime.tool_calls import ToolCall, ToolFormat
+from lynx_edge.runtime.tool_calls import ToolCall
+from lynx_edge.runtime.tool_use import CallWatcher, ToolUse
+from lynx_edge.runtime.watcher import Watcher
 
 Policy = NoExit | ProbeExit | TrialExit
-CALL_CLOSE_MARGIN = 24  # tokens before the limit at which an open call is nudged shut
 
 
 class _ContextFull(Exception):
@@ -92,17 +92,6 @@ FeatureSink = Callable[[CueFeatures], None]
 
 
 @dataclass(frozen=True)
-class ToolUse:
-    """The calls a request allows: the model's call format, whether the answer must be a call,
-    and the grammar a call follows once it opens (compiled for this request alone)."""
-
-    format: ToolFormat
-    forced: bool
-    grammar: Grammar
-    gbnf: str  # to compile the grammar afresh when a looping call is taken back
-
-
-@dataclass(frozen=True)
 class Plan:
     """A request resolved against the engine's model, probe and defaults."""
 
@@ -140,19 +129,14 @@ class Generation:
         self.b: LlamaBackend = engine.backend
         self.plan = plan
         self.seq = slot.main
-        self.branch_seq = slot.branch
         self.cancelled = cancelled
         self.sink = feature_sink
         self.policy = plan.policy
-        self.matcher: CueMatcher = engine.matcher
         self.ledger = TokenLedger(self.b.piece, engine.think_close)
-        self.stream = StreamGate(self.ledger, self.matcher)
+        self.stream = StreamGate(self.ledger, engine.matcher)
         self.pending: tuple[CueMatch, int, np.ndarray | None] | None = None
         self.cues: list[CueScored] = []
-        self.trials: list[str] = []
-        self.last_trial: int | None = None
-        self.trial_tokens = 0
-        self.trial_seconds = 0.0
+        self.trials = Trials(self.b, slot.main, slot.branch, len(plan.prompt), engine.exit_text, engine.think_close)
         self.exit: ExitTaken | None = None
         self.exit_token = 0
         self.boxed: BoxedAnswer | None = None
@@ -162,16 +146,9 @@ class Generation:
         self.closed_by_runtime = False
         self.grammar: Grammar | None = plan.grammar
         self.reused = 0
-        self.window, self.window_kind = self._budget_window(), "budget"
-        self.guards = (LoopGuard(), LoopGuard()) if plan.loop_guard else None  # thinking, answer
-        self.loops: list[str] = []  # where the guard caught a loop: "thinking", "answer"
-        self.tools = plan.tools
-        self.call_open = False  # a call has opened in the answer: its grammar holds from here
-        self.call_in_thinking = False  # the model began a call inside its thinking
-        self.call_from: int | None = None  # the first token sampled under the call's grammar
-        self.looping_call: int | None = None  # where a call caught looping is taken back to
-        self.closing_call: Sampler | None = None  # the request's sampler, while a call is nudged shut
-        self.call_shut = False  # a call that would not end was nudged shut (once per reply)
+        reserve, budget, loop_guard = plan.answer_reserve, plan.thinking_budget, plan.loop_guard
+        self.limits = ThinkingLimits(plan.max_tokens, reserve, budget, engine.conclude_tokens, loop_guard=loop_guard)
+        self.calls = CallWatcher(plan.tools) if plan.tools is not None else None  # None: no calls (or boxed)
         self.thought_at: float | None = None  # when the thinking closed (perf_counter)
 
     # ---- main loop ------------------------------------------------------------------
@@ -196,16 +173,14 @@ class Generation:
                 if len(self.ledger) >= self.cap or len(b.seqs[self.seq]) >= b.n_ctx:
                     self.finish_reason = "length"
                     break
-                if self._call_running_out():
+                if self.calls is not None and self.calls.running_out(len(self.ledger), self.cap):
                     if self._end_at_last_call():
                         break
-                    out = yield from self._close_looping_call(len(self.ledger), out)
-                grammar = self._grammar_now()
-                if grammar is not None and grammar is self.call_grammar and self.call_from is None:
-                    self.call_from = len(self.ledger)
-                token = b.sample(self.sampler, out.row, grammar)
-                if self._cut_due(token):
-                    out = yield from self._window_exit(token)
+                    out = yield from self._shut_call(len(self.ledger), out)
+                token = b.sample(self.sampler, out.row, self._grammar_now())
+                cut = self.limits.cut(self.ledger, token, self._thinking_open)
+                if cut is not None:
+                    out = yield from self._window_exit(cut)
                     continue
                 logprob = b.logprob(out.row, token, plan.top_logprobs) if plan.logprobs else None
                 if b.is_eog(token):
@@ -219,7 +194,7 @@ class Generation:
         except _ContextFull:  # the text the runtime writes (a close, an exit) does not fit
             self.finish_reason = "length"
         self.pending = None
-        answer, calls = self._reply()
+        answer, calls = self.calls.reply(self.ledger) if self.calls is not None else (self.ledger.answer, [])
         yield from self.stream.flush(final=True, answer_hold=self._answer_hold(calls))
         end = time.perf_counter()
         result = self._result(answer, calls, end - start, end - decode_start, (self.thought_at or end) - start)
@@ -241,13 +216,16 @@ class Generation:
                     return exit_out, False
         prev = len(self.ledger.text)
         self.ledger.commit(token, logprob)
-        if self.closing_call is not None and '"' in new:  # the looping string is closed
-            self.sampler, self.closing_call = self.closing_call, None
-        if self._loops_at(token):
-            if self.looping_call is not None and not self._end_at_last_call():
-                return (yield from self._close_looping_call(self.looping_call, out)), False
+        calls = self.calls
+        restored = calls.quote_written(new) if calls is not None else None
+        if restored is not None:  # the string of a call being shut is closed
+            self.sampler = restored
+        loop_end = self.limits.watch(self.ledger, token, self._thinking_open)
+        if loop_end is not None:
+            if calls is not None and calls.loop_caught(loop_end) and not self._end_at_last_call():
+                return (yield from self._shut_call(loop_end, out)), False
             return out, True
-        call_at = self._call_start(prev)
+        call_at = calls.opens_at(self.ledger, prev, self._thinking_open) if calls is not None else None
         if call_at is not None:
             return (yield from self._open_call(call_at)), False
         cue = self._find_cue(prev)
@@ -269,90 +247,38 @@ class Generation:
         return out, finished
 
     def _hold_from(self) -> int | None:
-        """The char from which the thinking is held back: an undecided cue, the part of a cut
-        window already written (a cut may still remove it), a call that may be opening."""
+        """The char from which the thinking is held back: an undecided cue, or what a watcher
+        holds (the part of a cut window already written, a call that may be opening)."""
         holds = [self.pending[0].start] if self.pending else []
-        if self._thinking_open and self.window is not None and self.window.start < len(self.ledger):
-            holds.append(self.ledger.starts[self.window.start])
-        if self._thinking_open and self._calls_allowed and self.tools.format.opener:
-            tail = self.ledger.text[-len(self.tools.format.opener) :]  # only a call still opening
-            holds.append(len(self.ledger.text) - len(tail) + self.tools.format.may_open_at(tail))
+        watchers: list[Watcher] = [self.limits] if self.calls is None else [self.limits, self.calls]
+        holds += [h for w in watchers if (h := w.hold_from(self.ledger, self._thinking_open)) is not None]
         return min(holds) if holds else None
 
-    # ---- tool calls ---------------------------------------------------------------------
-    @property
-    def _calls_allowed(self) -> bool:
-        return self.tools is not None and self.boxed is None
-
-    @property
-    def call_grammar(self) -> Grammar | None:
-        return self.tools.grammar if self.tools is not None else None
-
-    def _call_running_out(self) -> bool:
-        """A call still open this close to the token limit (its string may never end)."""
-        return self.call_from is not None and not self.call_shut and len(self.ledger) >= self.cap - CALL_CLOSE_MARGIN
-
+    # ---- tool calls (decided by the call watcher) ------------------------------------------
     def _end_at_last_call(self) -> bool:
         """End the reply after its last complete call, when it holds one (the calls after it
         would not end in time); False when no call is complete yet."""
-        ledger = self.ledger
-        answer = ledger.text[ledger.answer_start :]
-        closing = self.tools.format.framing("_")[1].strip()
-        end = answer.rfind(closing)
-        if end < 0 or not self.tools.format.parse(answer[: end + len(closing)])[1]:
+        cut = self.calls.end_after_last_call(self.ledger)
+        if cut is None:
             return False
-        char = ledger.answer_start + end + len(closing)
-        cut = ledger.token_at(char - 1) + 1  # the first token after the one that closes the call
-        if cut < len(ledger):
-            self._rollback(cut)
-        self.call_shut = True
-        self.looping_call = None
-        return True
-
-    def _close_looping_call(self, cut: int, out: BatchOut) -> Step:
-        """Shut a call that would not end — caught looping inside its arguments (a string that
-        repeats itself), or still open near the token limit: keep it up to ``cut`` (a loop's
-        first cycle), replay what is kept into a fresh grammar, and favour a quote until one
-        is written; the grammar then finishes the call."""
-        self.call_shut = True
         if cut < len(self.ledger):
             self._rollback(cut)
-            grammar = self.b.grammar(self.tools.gbnf)
-            for token in self.ledger.tokens[self.call_from : cut]:
-                self.b.accept(grammar, token)
-            self.tools = dataclasses.replace(self.tools, grammar=grammar)
+        return True
+
+    def _shut_call(self, cut: int, out: BatchOut) -> Step:
+        """Shut a call that would not end — caught looping inside its arguments, or still open
+        near the token limit: keep it up to ``cut`` (a loop's first cycle) under a fresh
+        grammar, and favour a quote until one is written; the grammar then finishes the call."""
+        calls = self.calls
+        if cut < len(self.ledger):
+            self._rollback(cut)
+            calls.restart_grammar(self.ledger.tokens, self.b.grammar, self.b.accept)
             out = yield from self._redecode_last()
         quote = tuple((t, 100.0) for t in self.b.tokenize('"')[:1])
-        self.closing_call = self.sampler
+        calls.nudge(self.sampler)
         settings = self.plan.sampling
         self.sampler = self.b.sampler(dataclasses.replace(settings, logit_bias=settings.logit_bias + quote))
-        self.looping_call = None
         return out
-
-    def _grammar_now(self) -> Grammar | None:
-        """The grammar the next token follows: none in the thinking; in the answer a call's
-        once it opened (or from the start when a call is required), else the answer's own."""
-        if not self.ledger.closed or self.boxed is not None:
-            return None
-        if self.tools is not None and (self.tools.forced or self.call_open):
-            return self.tools.grammar
-        return self.grammar
-
-    def _call_start(self, prev: int) -> int | None:
-        """The char where a call begins in the newest text, when it is one to act on: a call
-        opened in the thinking (it will be closed there) or a free answer opening one."""
-        if not self._calls_allowed or self.call_open:
-            return None
-        ledger, fmt = self.ledger, self.tools.format
-        if self._thinking_open:
-            if not fmt.opener:
-                return None
-            at = ledger.text.find(fmt.opener, max(0, prev - len(fmt.opener)))
-            return at if at >= 0 else None
-        if not ledger.closed or self.tools.forced:
-            return None
-        at = fmt.opens_at(ledger.text[ledger.answer_start :])
-        return ledger.answer_start + at if at >= 0 else None
 
     def _open_call(self, at: int) -> Step:
         """A call begins at char ``at``: take back the tokens from there, close the thinking
@@ -360,35 +286,22 @@ class Generation:
         in_thinking = self._thinking_open
         self._rollback(self.ledger.token_at(at))
         self.pending = None
-        self.call_open = True
+        self.calls.opened(in_thinking=in_thinking)
         if in_thinking:
-            self.call_in_thinking = True
             yield from self.stream.flush(final=True)
             return (yield from self._write(self.e.conclude_text(self.ledger.text)))
         return (yield from self._redecode_last())
 
     def _answer_hold(self, calls: list[ToolCall] | None = None) -> int | None:
-        """The char from which the answer is held back: where its calls begin (they are
-        reported as calls, never as text). Once the answer is final (``calls`` given) only
-        calls that parse are held, so an answer that is not a call is never lost."""
-        ledger = self.ledger
-        if not self._calls_allowed or not ledger.closed:
-            return None
-        start, fmt = ledger.answer_start, self.tools.format
-        if calls is not None:
-            at = fmt.opens_at(ledger.text[start:])
-            return start + at if calls and at >= 0 else None
-        if self.tools.forced or self.call_open:
-            return start
-        return start + fmt.may_open_at(ledger.text[start:])
+        return self.calls.answer_hold(self.ledger, calls) if self.calls is not None else None
 
-    def _reply(self) -> tuple[str, list[ToolCall]]:
-        """The answer's text and its calls (then the text is what stands before them)."""
-        ledger = self.ledger
-        if not self._calls_allowed or not ledger.closed:
-            return ledger.answer, []
-        before, calls = self.tools.format.parse(ledger.text[ledger.answer_start :])
-        return (before.strip(), calls) if calls else (ledger.answer, [])
+    def _grammar_now(self) -> Grammar | None:
+        """The grammar the next token follows: none in the thinking; in the answer a call's
+        once it opened (or from the start when a call is required), else the answer's own."""
+        if not self.ledger.closed or self.boxed is not None:
+            return None
+        call_grammar = self.calls.grammar(self.ledger) if self.calls is not None else None
+        return call_grammar if call_grammar is not None else self.grammar
 
     @property
     def _thinking_open(self) -> bool:
@@ -400,7 +313,7 @@ class Generation:
         if ledger.closed and ledger.think_end < prev:
             return None
         limit = ledger.think_end if ledger.closed else len(ledger.text)
-        found = [m for m in self.matcher.matches_ending_after(ledger.text, prev) if m.end <= limit]
+        found = [m for m in self.e.matcher.matches_ending_after(ledger.text, prev) if m.end <= limit]
         return found[-1] if found else None
 
     # ---- decisions and exits --------------------------------------------------------
@@ -415,11 +328,11 @@ class Generation:
         decision, trial, tokens, out = None, None, 0, None
         if isinstance(policy, ProbeExit) and feats is not None:
             decision = policy.judge(feats)
-        elif isinstance(policy, TrialExit) and policy.wants_trial(index, self.last_trial):
-            trial, confidence, tokens = yield from self._trial(cut)
-            decision = policy.judge(trial, confidence, self.trials)
-            self.trials.append(trial)
-            self.last_trial = index
+        elif isinstance(policy, TrialExit) and policy.wants_trial(index, self.trials.last):
+            answer = yield from self.trials.run(cut)
+            trial, tokens = answer.text, answer.tokens
+            decision = policy.judge(trial, answer.mean_prob, self.trials.answers)
+            self.trials.taken(trial, index)
             if pending_token is None:  # the trial's decodes replaced the cue's logits
                 out = yield from self._redecode_last()
         if decision is None:
@@ -440,16 +353,6 @@ class Generation:
         if decision is not None and decision.exits:
             return (yield from self._exit(match, decision, index, pending_token))
         return out
-
-    def _trial(self, cut: int) -> Step:
-        """A trial answer on the branch sequence: (answer text, confidence, tokens)."""
-        start = time.perf_counter()
-        answer = yield from answer_on_branch(
-            self.b, self.seq, self.branch_seq, len(self.plan.prompt) + cut, self.e.exit_text, self.e.think_close
-        )
-        self.trial_tokens += answer.tokens
-        self.trial_seconds += time.perf_counter() - start
-        return answer.text, answer.mean_prob, answer.tokens
 
     def _redecode_last(self) -> Step:
         """Decode the newest token again for its logits (the cache drops it first)."""
@@ -474,7 +377,8 @@ class Generation:
         """Write the exit text (boxed) or the close tag (conclude) after an exit."""
         self.exit_token = len(self.ledger)
         out = yield from self._write(self.e.exit_text_for("boxed" if boxed else "conclude", self.ledger.text))
-        if boxed:
+        if boxed:  # a greedy answer in \boxed{…}, free of calls
+            self.calls = None
             self.sampler = self.b.sampler(self.plan.sampling.greedy)
             self.boxed = BoxedAnswer(
                 self.ledger.text[self.ledger.answer_start :] if self.ledger.closed else self.ledger.text
@@ -482,72 +386,16 @@ class Generation:
             self.cap = min(self.cap, len(self.ledger) + BOXED_ANSWER_TOKENS)
         return out
 
-    # ---- budgets and loops --------------------------------------------------------------
-    def _cut_departures(self) -> tuple[str, ...]:
-        """How this reply's thinking ended outside the calibration's conditions (its traces ran
-        with no budget, reserve or loop guard): a budget, reserve or loop cut moves the answer."""
-        e, plan = self.exit, self.plan
-        if e is None or e.policy not in ("budget", "loop"):
-            return ()
-        if e.policy == "loop":
-            return (f"the loop guard closed the thinking at token {e.token_index} (not calibrated)",)
-        ceiling = plan.max_tokens - plan.answer_reserve - self.e.conclude_tokens if plan.answer_reserve else None
-        if plan.thinking_budget is not None and (ceiling is None or e.token_index < ceiling):
-            return (f"the thinking budget ({plan.thinking_budget} tokens) cut the thinking at token {e.token_index}",)
-        return (f"the answer reserve of max_tokens {plan.max_tokens} cut the thinking at token {e.token_index}",)
-
-    def _budget_window(self) -> CutWindow | None:
-        """Where the thinking must close: at the thinking budget, and before the answer
-        reserve (the last thinking token that still leaves room for the close and the answer)."""
-        plan = self.plan
-        ceiling = plan.max_tokens - plan.answer_reserve - self.e.conclude_tokens if plan.answer_reserve else None
-        if plan.thinking_budget is not None:
-            return CutWindow.budget(plan.thinking_budget, ceiling=ceiling)
-        return CutWindow.budget(ceiling, ceiling=ceiling) if ceiling is not None else None
-
-    def _cut_due(self, token: int) -> bool:
-        """Whether the thinking closes before ``token`` (just sampled): the window's first
-        sentence or line end at or after its target, or its hard end."""
-        w = self.window
-        if w is None or not self._thinking_open or len(self.ledger) < w.target:
-            return False
-        n = len(self.ledger)
-        return n >= w.hard or w.natural_at(n, self.ledger.text, self.ledger.peek(token))
-
-    def _window_exit(self, token: int) -> Step:
-        """Close the thinking inside the window (a ``budget`` or ``loop`` exit), then answer."""
-        ledger, w = self.ledger, self.window
-        n = len(ledger)
-        cut = n if n < w.hard else w.fallback([*ledger.pieces(), ledger.peek(token)])
-        if cut < n:
+    def _window_exit(self, cut: int) -> Step:
+        """Close the thinking at token ``cut`` (a ``budget`` or ``loop`` exit), then answer."""
+        if cut < len(self.ledger):
             self._rollback(cut)
         self.pending = None
         yield from self.stream.flush(final=True)
-        self.exit = ExitTaken(self.window_kind, cut, None, None, self.window_kind)
+        kind = self.limits.kind
+        self.exit = ExitTaken(kind, cut, None, None, kind)
         yield self.exit
         return (yield from self._close(boxed=False))
-
-    def _loops_at(self, token: int) -> bool:
-        """Feed the loop guard; a loop in the thinking opens a cut window at once (the thinking
-        closes at the next sentence end within one cycle), a loop in the answer ends it (True)."""
-        in_thinking = self._thinking_open
-        phase = "thinking" if in_thinking else "answer"
-        if self.guards is None or phase in self.loops:
-            return False
-        loop = self.guards[0 if in_thinking else 1].push(token)
-        if loop is None:
-            return False
-        self.loops.append(phase)
-        if not in_thinking:
-            first_copy_end = len(self.ledger) - (loop.end - loop.start) + loop.period
-            if self.call_from is not None and first_copy_end > self.call_from:
-                self.looping_call = first_copy_end  # inside a call: take the loop back, close it
-            return True
-        cycle = self.ledger.tokens[loop.end - loop.period : loop.end]
-        self.guards = (self.guards[0], LoopGuard(relapse=cycle))  # the answer must not resume it
-        self.window = loop.window(ceiling=self.window.hard if self.window is not None else None)
-        self.window_kind = "loop"
-        return False
 
     def _close_unfinished_thinking(self) -> Step:
         """The model ended inside its thinking: close it so that it writes an answer."""
@@ -580,7 +428,7 @@ class Generation:
         thinking_tokens = self.exit_token if self.exit else (ledger.answer_token if ledger.closed else len(ledger))
         generated = len(ledger)
         policy = self.policy
-        departures = (*self.plan.departures, *self._cut_departures())
+        departures = (*self.plan.departures, *self.limits.departures(self.exit))
         finish = "tool_calls" if calls and self.finish_reason == "stop" else self.finish_reason
         return GenerationResult(
             answer=answer,
@@ -588,7 +436,7 @@ class Generation:
             exit=self.exit,
             cues=tuple(self.cues),
             tokens=TokenCounts(
-                len(self.plan.prompt), self.reused, thinking_tokens, generated - thinking_tokens, self.trial_tokens
+                len(self.plan.prompt), self.reused, thinking_tokens, generated - thinking_tokens, self.trials.tokens
             ),
             model=self.e.model_name,
             probe=self.e.probe_name,
@@ -602,15 +450,15 @@ class Generation:
             exit_style=self.plan.exit_style,
             seconds=round(seconds, 4),
             thinking_seconds=round(thinking_seconds, 4),
-            trial_seconds=round(self.trial_seconds, 4),
+            trial_seconds=round(self.trials.seconds, 4),
             finish_reason=finish,
             seed=self.plan.sampling.seed,
             tokens_per_second=round(generated / decode_seconds, 2) if decode_seconds > 0 else 0.0,
             probe_calls=sum(1 for c in self.cues if c.score is not None and c.trial is None),
             closed_by_runtime=self.closed_by_runtime,
-            loops=tuple(self.loops),
+            loops=tuple(self.limits.loops),
             tool_calls=tuple(calls),
-            tool_call_in_thinking=self.call_in_thinking,
+            tool_call_in_thinking=self.calls is not None and self.calls.in_thinking,
             prompt_ids=tuple(self.plan.prompt),
             token_ids=tuple(ledger.tokens),
         )
@@ -618,22 +466,10 @@ class Generation:
     def _measure_savings(self, result: GenerationResult) -> Step:
         """Run the un-exited trajectory from the exit point to its natural end."""
         cut, tail, sampler = self.resume
-        b = self.b
-        b.truncate(len(self.plan.prompt) + cut, self.seq)
-        out = yield BatchItem(self.seq, tail)
-        natural = cut + len(tail)
-        capped = False
-        while True:
-            if self.cancelled.is_set():
-                return result
-            if natural >= self.plan.max_tokens or len(b.seqs[self.seq]) >= b.n_ctx:
-                capped = True
-                break
-            token = b.sample(sampler, out.row)
-            if b.is_eog(token):
-                break
-            out = yield BatchItem(self.seq, [token])
-            natural += 1
-        used = result.tokens.completion
-        yield Savings(natural, natural - used, capped)
+        keep = len(self.plan.prompt) + cut
+        limit = self.plan.max_tokens - cut
+        ended = yield from natural_end(self.b, self.seq, keep, tail, sampler, limit=limit, cancelled=self.cancelled)
+        if ended is not None:
+            natural = cut + ended[0]
+            yield Savings(natural, natural - result.tokens.completion, ended[1])
         return result

@@ -25,8 +25,8 @@ from lynx_edge.lab.methods import (
     summarize,
 )
 from lynx_edge.lab.problems import load_problems, trace_seed
-from lynx_edge.runtime.boundaries import CutWindow
 from lynx_edge.runtime.engine import Engine
+from lynx_edge.runtime.limits import CutWindow
 from lynx_edge.runtime.policies import TrialExit, first_trial_exit
 from lynx_edge.runtime.rules import ExitRule, first_exit
 

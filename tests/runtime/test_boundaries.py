@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lynx_edge.runtime.boundaries import CutWindow, boundary_at
+from lynx_edge.runtime.limits import CutWindow, boundary_at
 
 PIECES = ["So", " the", " total", " is", " 1", "2", "3", ".", " Then", " we", " add", " 4", "5", "\n", "Wait"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from lynx_edge.events import Reply
-from lynx_edge.runtime.boundaries import CutWindow, boundary_at
 from lynx_edge.runtime.engine import Engine
+from lynx_edge.runtime.limits import CutWindow, boundary_at
 from lynx_edge.runtime.options import GenerationOptions
 
 PROBLEM = "Tom has 12 apples and buys 30 more. How many apples does he have now?"

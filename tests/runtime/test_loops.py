@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lynx_edge.runtime.loops import LoopGuard, find_loop, max_copies
+from lynx_edge.runtime.limits import LoopGuard, find_loop, max_copies
 
 ROOT = Path(__file__).resolve().parents[2]
 rng = np.random.default_rng(0)

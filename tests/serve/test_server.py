@@ -14,8 +14,8 @@ import openai
 import pytest
 from live import KEY, ORIGIN, QUESTION, SCHEMA
 
-from lynx_edge.runtime.boundaries import CutWindow
 from lynx_edge.runtime.engine import Engine
+from lynx_edge.runtime.limits import CutWindow
 from lynx_edge.serve.app import create_app
 
 
