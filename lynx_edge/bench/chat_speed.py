@@ -77,9 +77,9 @@ async def _app_rate(
         app.settings.lynx = False
         app.query_one("#prompt").value = prompt
         await pilot.press("enter")
-        while app.running is None:
+        while app.chat.feed.running is None:
             await pilot.pause(0.01)
-        turn = app.running
+        turn = app.chat.feed.running
         await asyncio.to_thread(turn.finished.wait)  # the app alone runs while it generates
         while not turn.shown:  # leaving before the app has applied the end would race its teardown
             await pilot.pause(0.01)

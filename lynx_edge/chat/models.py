@@ -12,6 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
+from lynx_edge.errors import LynxError
 from lynx_edge.runtime.engine import Engine
 from lynx_edge.runtime.model_files import local_file
 from lynx_edge.runtime.presets import PRESETS
@@ -51,6 +52,16 @@ class LoadedModels:
             _, old = self.engines.popitem(last=False)
             old.close()
         return engine, False
+
+    def load_then(self, spec: str, ready: Callable[[Engine, bool], None], failed: Callable[[str], None]) -> None:
+        """``get`` for a front end that shows the outcome: ``ready`` gets the engine and
+        whether it was already loaded, ``failed`` a one-line reason (never an exception)."""
+        try:
+            engine, cached = self.get(spec)
+        except Exception as exc:  # noqa: BLE001 - shown in the front end, which stays usable
+            failed(str(exc) if isinstance(exc, LynxError) else f"loading the model failed: {exc!r}")
+            return
+        ready(engine, cached)
 
     def close(self) -> None:
         for engine in self.engines.values():

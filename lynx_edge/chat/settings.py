@@ -8,13 +8,45 @@ history says how each reply was made.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from lynx_edge.errors import SettingError
 from lynx_edge.runtime.options import GenerationOptions
 
 BUDGETS: tuple[int | None, ...] = (None, 256, 512, 1024)  # what Ctrl+B steps through
 EFFORTS = ("low", "medium", "high", "xhigh", "max")  # what Ctrl+F steps through
+
+NO_BUDGET = "none (think until the exit or the token limit)"
+# The palette's commands beside the keys (title, help, action); budgets and efforts by name too.
+COMMANDS = (
+    ("Thinking on/off", "Think before answering, or answer at once (Ctrl+T)", "toggle_thinking"),
+    *(
+        (
+            f"Thinking budget: {b or 'none'}",
+            f"Thinking budget {f'{b} tokens' if b else NO_BUDGET} (Ctrl+B steps)",
+            f"set_budget({b})",
+        )
+        for b in BUDGETS
+    ),
+    ("Thinking budget: custom…", "Type a thinking budget in tokens", "custom_budget"),
+    *((f"Effort: {e}", "The risk level for this effort (Ctrl+F steps)", f"set_effort('{e}')") for e in EFFORTS),
+    ("Early exit on/off", "Let the probe cut the thinking, or not (F2)", "toggle_lynx"),
+    ("Switch model…", "Go on with another model (F8)", "pick_model"),
+    ("Copy answer", "Copy the last answer (Ctrl+O)", "copy_answer"),
+    ("Copy message", "Copy the whole last message: thinking, answer, stats (Ctrl+Y)", "copy_message"),
+    ("Regenerate", "Write the last reply again (Ctrl+R)", "regenerate"),
+    ("Edit last prompt", "Put the last prompt back in the box to resend (F9)", "edit_last"),
+    ("System prompt…", "This chat's system prompt (F10)", "system_prompt"),
+    ("Compare", "Rerun the last prompt without early exit (F5)", "compare"),
+    ("Export", "Write this chat as Markdown (F7)", "export"),
+)
+
+
+def step_level(levels: list[float], current: float, step: int) -> float | None:
+    """The calibrated level ``step`` places from ``current`` (None past either end)."""
+    i = levels.index(current) + step
+    return levels[i] if 0 <= i < len(levels) else None
 
 
 @dataclass
@@ -40,6 +72,30 @@ class ReplySettings:
             thinking_budget=self.budget,
             **more,
         )
+
+    def toggle_lynx(self) -> str:
+        """Early exit on or off (an effort word no longer names the level); what changed."""
+        self.lynx, self.effort = not self.lynx, None
+        return f"early exit {'on' if self.lynx else 'off'}"
+
+    def toggle_thinking(self) -> str:
+        self.think = not self.think
+        return f"thinking {'on' if self.think else 'off'}"
+
+    def set_budget(self, budget: int | None) -> str:
+        self.budget = budget
+        return f"thinking budget {budget} tokens" if budget else "no thinking budget"
+
+    def set_budget_text(self, text: str) -> str:
+        """A budget typed by the user (checked as every option is), or a ``SettingError``."""
+        try:
+            return self.set_budget(GenerationOptions(thinking_budget=int(text)).thinking_budget)
+        except (ValueError, SettingError):
+            raise SettingError(f"not a budget: {text!r} (type a whole number of tokens, e.g. 300)") from None
+
+    def made_with(self, model: str, policy: str) -> dict[str, Any]:
+        """What a stored reply says it was made with."""
+        return {"model": model, "settings": f"{model} · {self.words()} · {policy}", "options": asdict(self)}
 
     def next_budget(self) -> int | None:
         """The budget after this one in ``BUDGETS`` (a custom one steps back to none)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from lynx_edge.cli.options import schema_option
+from lynx_edge.cli.options import MODEL, N_CTX, NO_PROBE, PROBE, THREADS, checked_schema_option, schema_option
 from lynx_edge.errors import exits_on_user_error
 
 EXIT_INTERRUPTED = 130
@@ -31,14 +31,14 @@ def fractions(ctx: click.Context, param: click.Parameter, value: tuple[float, ..
 )
 @click.option("--limit", type=int, help="Take this many problems (a seeded mix of all files).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the problem order and every trace.")
-@click.option("--model", "-m", help="GGUF path or preset name.")
-@click.option("--probe", type=click.Path(), help="Probe directory (default: the model's shipped probe).")
-@click.option("--no-probe", is_flag=True, help="Compare without a probe (training-free methods and budgets only).")
-@click.option("--threads", type=int, help="CPU threads for llama.cpp.")
-@click.option("--n-ctx", type=int, help="Context size (default: the preset's).")
-@click.option("--max-tokens", type=int, help="Cap on a full trace (default: the preset's).")
-@click.option("--temperature", "-t", type=float, help="Trace sampling temperature (default: the preset's).")
-@click.option("--top-p", type=float, help="Trace nucleus probability (default: the preset's).")
+@MODEL
+@PROBE
+@NO_PROBE
+@THREADS
+@N_CTX
+@checked_schema_option("max_tokens", "--max-tokens", help="Cap on a full trace (default: the preset's).")
+@checked_schema_option("temperature", "--temperature", "-t", help="Trace sampling temperature (default: the preset's).")
+@checked_schema_option("top_p", "--top-p", help="Trace nucleus probability (default: the preset's).")
 @click.option(
     "--deer-lambda",
     type=float,

@@ -42,30 +42,48 @@ def apply(options: list[Callable[[F], F]], func: F) -> F:
     return func
 
 
+# The flags every command that loads a model spells the same way (run, chat, serve, bench, probe).
+MODEL = click.option(
+    "--model", "-m", help="GGUF path or preset name (see `lynx-edge models`; default: the embedded reasoner)."
+)
+PROBE = click.option(
+    "--probe", type=click.Path(), help="Probe directory or card.json (default: the probe shipped for this model)."
+)
+NO_PROBE = click.option("--no-probe", is_flag=True, help="Run without a probe (training-free exits only).")
+N_CTX = click.option(
+    "--n-ctx", type=click.IntRange(min=16), help="Context size in tokens per request (default: the preset's)."
+)
+THREADS = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="CPU threads for llama.cpp (default: the physical cores no other busy process wants, re-checked as it runs).",
+)
+
+
+def checked_schema_option(name: str, *flags: str, **extra: Any) -> Callable[[F], F]:
+    """``schema_option`` for a command that does not build ``GenerationOptions`` from its flags
+    (bench, probe): the value is checked against its field's range as it is parsed."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None and value != ():
+            try:
+                GenerationOptions(**{name: value})
+            except SettingError as exc:
+                raise click.BadParameter(str(exc).split(": pass e.g.")[0]) from None
+        return value
+
+    return schema_option(name, *flags, callback=check, **extra)
+
+
 def model_options(func: F) -> F:
     """Options shared by every command that loads a model and probe."""
     return apply(
         [
-            click.option("--model", "-m", help="GGUF path or preset name (see `lynx-edge models`)."),
-            click.option(
-                "--probe",
-                type=click.Path(),
-                help="Probe directory or card.json (default: the probe shipped for this model).",
-            ),
-            click.option(
-                "--no-probe", is_flag=True, help="Run without a probe (training-free exits, or none with --exit none)."
-            ),
-            click.option(
-                "--n-ctx",
-                type=click.IntRange(min=16),
-                help="Context size in tokens per request (default: the preset's).",
-            ),
-            click.option(
-                "--threads",
-                type=click.IntRange(min=1),
-                help="CPU threads for llama.cpp (default: the physical cores no other busy process wants, "
-                "re-checked as it runs).",
-            ),
+            MODEL,
+            PROBE,
+            NO_PROBE,
+            N_CTX,
+            THREADS,
             click.option(
                 "--probe-device",
                 type=click.Choice(["auto", "cpu", "coreml"]),

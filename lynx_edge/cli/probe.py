@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 
+from lynx_edge.cli.options import MODEL, THREADS, checked_schema_option
 from lynx_edge.errors import SettingError, exits_on_user_error
 
 TRAIN_EXTRA = {"collect": ("sympy",), "train": ("sklearn", "onnx"), "calibrate": ("sklearn",)}
@@ -73,7 +74,7 @@ def collect_options(func):  # noqa: ANN001, ANN201
     """Options shared by ``collect`` and ``make``."""
     for option in reversed(
         [
-            click.option("--model", "-m", help="GGUF path or preset name (default: the embedded reasoner)."),
+            MODEL,
             click.option(
                 "--data", "-d", multiple=True, required=True, type=click.Path(), help="JSONL corpus (repeatable)."
             ),
@@ -84,15 +85,13 @@ def collect_options(func):  # noqa: ANN001, ANN201
                 help="Sampling temperature, or a range LOW:HIGH that each trace draws from "
                 "(default: the preset's, as the runtime runs).",
             ),
-            click.option("--top-p", type=float, help="Nucleus sampling (default: the preset's)."),
-            click.option(
+            checked_schema_option("top_p", "--top-p"),
+            checked_schema_option(
+                "exit_style",
                 "--exit-style",
-                type=click.Choice(["conclude", "boxed"]),
-                default="conclude",
-                show_default=True,
                 help="Label each cue by the exit the runtime takes in this style (run/chat/serve: conclude).",
             ),
-            click.option("--max-tokens", type=int, default=None, help="Token cap per trace (default: the preset's)."),
+            checked_schema_option("max_tokens", "--max-tokens", help="Token cap per trace (default: the preset's)."),
             click.option(
                 "--seed", type=int, default=0, show_default=True, help="Seeds the split hash, the order and each trace."
             ),
@@ -113,7 +112,7 @@ def collect_options(func):  # noqa: ANN001, ANN201
                 help="Also time plain sequential generation of this many traces.",
             ),
             click.option("--batch", type=int, default=25, show_default=True, help="Problems per saved shard."),
-            click.option("--threads", type=int, help="CPU threads for llama.cpp."),
+            THREADS,
         ]
     ):
         func = option(func)

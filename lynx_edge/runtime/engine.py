@@ -25,6 +25,7 @@ from lynx_edge.runtime.generation import FeatureSink, Generation, Plan, Policy
 from lynx_edge.runtime.ledger import token_texts
 from lynx_edge.runtime.llama_backend import LlamaBackend, SamplingSettings, json_grammar, tool_call_grammar
 from lynx_edge.runtime.model_files import default_probe, resolve_model
+from lynx_edge.runtime.model_info import ModelDescription
 from lynx_edge.runtime.onnx_probe import OnnxProbe, ProbeDevice
 from lynx_edge.runtime.options import MAX_PARALLEL_CALLS, ExitStyle, FunctionTool, GenerationOptions, Mode, Promise
 from lynx_edge.runtime.policies import DEFAULT_LEVELS, DEFAULT_TRIAL, MAKE_PROBE_HINT, NoExit, ProbeExit, TrialExit
@@ -344,6 +345,19 @@ class Engine:
         self, plan: Plan, slot: Any, *, cancelled: threading.Event, feature_sink: FeatureSink | None = None
     ) -> Generation:
         return Generation(self, plan, slot, cancelled=cancelled, feature_sink=feature_sink)
+
+    def describe(self) -> ModelDescription:
+        """The loaded model as front ends show it."""
+        b = self.backend
+        return ModelDescription(
+            b.info,
+            b.n_ctx,
+            b.parameter_size(),
+            b.quantization(),
+            b.chat_template or "",
+            self.preset.name,
+            self.preset.temperature,
+        )
 
     def cancel(self) -> None:
         """Stop the running ``generate`` at the next token (thread-safe)."""

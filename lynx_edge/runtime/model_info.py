@@ -28,6 +28,25 @@ class ModelInfo:
     weights_fingerprint: str
 
 
+@dataclass(frozen=True)
+class ModelDescription:
+    """A loaded model as front ends describe it (the Ollama door's tags and ``show``, the
+    server's model id, the chat's meter), so none of them reaches into the backend."""
+
+    info: ModelInfo
+    n_ctx: int  # the context this engine runs with
+    parameter_size: str  # as model hubs write it ("135M", "7.6B")
+    quantization: str  # as llama.cpp names it ("Q8_0")
+    chat_template: str
+    preset: str  # the preset's name ("generic": a GGUF with no preset)
+    temperature: float
+
+    @property
+    def served_name(self) -> str:
+        """The name clients pass as ``model``: the preset's, or the GGUF file's stem."""
+        return self.preset if self.preset != "generic" else Path(self.info.path).stem
+
+
 def weights_fingerprint(path: str | Path) -> str:
     """A short hash of the file's size and 16 slices spread over it.
 

@@ -38,6 +38,12 @@ Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 EFFORT_ALPHA = {"minimal": 0.3, "low": 0.2, "medium": 0.1, "high": 0.05, "xhigh": 0.02}
 
 
+def effort_asks(effort: str | None, alpha: float | None) -> tuple[bool, float | None]:
+    """What an effort word asks of early exit: whether it runs ("max" thinks to the end) and
+    the risk level (the word's own, else ``alpha``). The doors and the chat read efforts here."""
+    return effort != "max", EFFORT_ALPHA.get(effort or "", alpha)
+
+
 class FunctionTool(BaseModel):
     """A function the model may call: its name, what it does, and its arguments' JSON schema."""
 

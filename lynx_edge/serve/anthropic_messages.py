@@ -15,6 +15,7 @@ dropped, as Anthropic's API drops them. Errors are Anthropic's shape; a busy ser
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -23,7 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from lynx_edge.events import ToolCall
 from lynx_edge.runtime.options import FunctionTool, GenerationOptions
 from lynx_edge.runtime.tool_calls import assistant_turn, tool_turn
-from lynx_edge.serve.openai_chat import sse
 from lynx_edge.serve.wire import (
     ApiError,
     Ask,
@@ -34,8 +34,11 @@ from lynx_edge.serve.wire import (
     Served,
     ThinkingAsked,
     generation_options,
+    last_turn_check,
     lynx_stats,
     refuse_present,
+    sse,
+    tool_fields,
     unsupported,
     validate,
 )
@@ -50,6 +53,7 @@ ERROR_TYPES = {
     503: "overloaded_error",
 }
 UNSUPPORTED = ("mcp_servers", "container")
+PING_SECONDS = 5.0  # how often a stream whose thinking is not shown says it is alive
 HISTORY_ONLY = ("thinking", "redacted_thinking")
 TOOL_WIRE = {
     "parallel_tool_calls": "tool_choice.disable_parallel_tool_use"
@@ -183,11 +187,9 @@ class CountRequest(BaseModel):
     def tool_fields(self) -> dict[str, Any]:
         """``tools`` and ``tool_choice`` in the options' terms."""
         choice = self.tool_choice or ToolChoice(type="auto")
-        return {
-            "tools": [t.declared() for t in self.tools or []],
-            "tool_choice": choice.choice(),
-            "parallel_tool_calls": not choice.disable_parallel_tool_use,
-        }
+        return tool_fields(
+            [t.declared() for t in self.tools or []], choice.choice(), not choice.disable_parallel_tool_use
+        )
 
     def thinking_asked(self) -> ThinkingAsked:
         effort = self.output_config.effort if self.output_config else None
@@ -213,12 +215,8 @@ def _parse(model: type[CountRequest], body: Any) -> CountRequest:
     if isinstance(body, dict):
         refuse_present(body, UNSUPPORTED)
     request = validate(model, body)
-    if request.messages[-1].role == "assistant":
-        raise ApiError(
-            400,
-            "the last message must come from the user: lynx-edge does not continue a prefilled assistant turn",
-            param="messages",
-        )
+    last = "the last message must come from the user: lynx-edge does not continue a prefilled assistant turn"
+    last_turn_check([{"role": m.role} for m in request.messages], last, "messages")
     return request
 
 
@@ -265,6 +263,7 @@ class MessageWriter:
         self.model = model
         self.open: str | None = None  # the kind of the block being streamed
         self.index = -1
+        self.pinged = time.monotonic()
 
     def _message(self, content: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -310,6 +309,15 @@ class MessageWriter:
 
     def thinking(self, piece: Piece) -> list[str]:
         return [*self._switch("thinking"), self._delta({"type": "thinking_delta", "thinking": piece.thinking})]
+
+    def keepalive(self) -> list[str]:
+        """A ``ping`` every PING_SECONDS while the thinking runs unseen (thinking not asked for):
+        a big model thinks for minutes, and a silent stream times clients out."""
+        now = time.monotonic()
+        if now - self.pinged < PING_SECONDS:
+            return []
+        self.pinged = now
+        return [sse({"type": "ping"}, "ping")]
 
     def answer(self, piece: Piece) -> list[str]:
         return [*self._switch("text"), self._delta({"type": "text_delta", "text": piece.answer})]

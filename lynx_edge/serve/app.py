@@ -34,7 +34,6 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -51,7 +50,7 @@ from lynx_edge.serve import anthropic_messages, ollama, openai_chat, openai_resp
 from lynx_edge.serve.batcher import END, Batcher, Busy, Job
 from lynx_edge.serve.guard import HostGuardMiddleware, HostPolicy
 from lynx_edge.serve.sidecar import Lifecycle
-from lynx_edge.serve.wire import ApiError, Ask, Collected, Served, Writer
+from lynx_edge.serve.wire import ApiError, Ask, Collected, Served, Writer, error_body
 
 log = logging.getLogger("lynx_edge.serve")
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -80,7 +79,7 @@ Shape = Callable[[ApiError], tuple[int, dict[str, Any]]]
 
 
 def _openai_shape(error: ApiError) -> tuple[int, dict[str, Any]]:
-    return error.status, openai_chat.error_body(error)
+    return error.status, error_body(error)
 
 
 def shape_for(path: str) -> Shape:
@@ -172,16 +171,17 @@ def _json_body(path: str, headers: dict[str, str]) -> bool:
 
 def model_id(engine: Engine) -> str:
     """The name clients pass as ``model``: the preset's, or the GGUF file's stem."""
-    return engine.preset.name if engine.preset.name != "generic" else Path(engine.backend.info.path).stem
+    return engine.describe().served_name
 
 
 def create_app(engine: Engine, settings: ServerSettings | None = None) -> Starlette:
     """The ASGI app serving ``engine`` (its ``parallel`` requests at a time)."""
     settings = settings or ServerSettings()
     batcher = Batcher(engine, settings.max_queue)
-    served = model_id(engine)
+    described = engine.describe()
+    served = described.served_name
     names = (None, "default", served, f"{served}:latest")
-    model = Served(served, engine.backend.n_ctx)
+    model = Served(served, described.n_ctx)
 
     async def health(request: Request) -> JSONResponse:
         body: dict[str, Any] = {"status": "ready"}
@@ -257,7 +257,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> Starle
                 raise ApiError(404, f"model '{name}' not found: use {served!r}", param="model")
         except ApiError as exc:
             return _error_response(exc, ollama.error_shape)
-        return JSONResponse(ollama.show(engine))
+        return JSONResponse(ollama.show(described))
 
     async def count_tokens(request: Request) -> Response:
         try:
@@ -288,8 +288,8 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> Starle
             Route("/v1/messages", door(anthropic_messages.start, anthropic_messages.error_shape), methods=["POST"]),
             Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
             Route("/api/version", lambda _: JSONResponse({"version": ollama.VERSION})),
-            Route("/api/tags", lambda _: JSONResponse({"models": [ollama.listed(engine, served)]})),
-            Route("/api/ps", lambda _: JSONResponse({"models": [ollama.running(engine, served)]})),
+            Route("/api/tags", lambda _: JSONResponse({"models": [ollama.listed(described)]})),
+            Route("/api/ps", lambda _: JSONResponse({"models": [ollama.running(described)]})),
             Route("/api/show", ollama_show, methods=["POST"]),
             Route("/api/chat", ollama_generation, methods=["POST"]),
             Route("/api/generate", ollama_generation, methods=["POST"]),
@@ -353,7 +353,7 @@ async def _stream(job: Job, ask: Ask, first: Any, writer: Writer) -> AsyncIterat
         item = first
         while item is not END:
             piece = got.take(item)
-            frames = writer.thinking(piece) if piece.thinking and ask.show_thinking else []
+            frames = (writer.thinking(piece) if ask.show_thinking else writer.keepalive()) if piece.thinking else []
             if piece.answer:
                 frames += writer.answer(piece)
             for frame in frames:

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from lynx_edge.events import GenerationResult, TokenLogprob, ToolCall, new_call_id
-from lynx_edge.runtime.engine import Engine
+from lynx_edge.runtime.model_info import ModelDescription
 from lynx_edge.runtime.options import GenerationOptions
 from lynx_edge.runtime.tool_calls import assistant_turn, tool_turn
 from lynx_edge.serve.wire import (
@@ -37,6 +37,7 @@ from lynx_edge.serve.wire import (
     Served,
     ThinkingAsked,
     generation_options,
+    last_turn_check,
     lynx_stats,
     refuse_present,
     unsupported,
@@ -267,8 +268,7 @@ class Route:
         tools: dict[str, Any] = {}
         if isinstance(request, ChatRequest):
             messages = [m.plain() for m in request.messages]
-            if messages and messages[-1]["role"] == "assistant":
-                raise ApiError(400, "the last message must come from the user, a tool or the system", param="messages")
+            last_turn_check(messages, "the last message must come from the user, a tool or the system", "messages")
             tools = {"tools": [t.function for t in request.tools or []]}
         else:
             system = [{"role": "system", "content": request.system}] if request.system else []
@@ -309,61 +309,61 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _details(engine: Engine) -> dict[str, Any]:
-    info = engine.backend.info
+def _details(model: ModelDescription) -> dict[str, Any]:
+    arch = model.info.architecture
     return {
         "parent_model": "",
         "format": "gguf",
-        "family": info.architecture,
-        "families": [info.architecture],
-        "parameter_size": engine.backend.parameter_size(),
-        "quantization_level": engine.backend.quantization(),
+        "family": arch,
+        "families": [arch],
+        "parameter_size": model.parameter_size,
+        "quantization_level": model.quantization,
     }
 
 
-def _file(engine: Engine) -> tuple[int, str, str]:
+def _file(model: ModelDescription) -> tuple[int, str, str]:
     """The model file's size, a digest of its identity (not its bytes: hashing gigabytes would
     stall the route) and its modification time."""
-    path = Path(engine.backend.info.path)
+    path = Path(model.info.path)
     stat = path.stat()
-    digest = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{engine.backend.info.weights_fingerprint}".encode())
+    digest = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{model.info.weights_fingerprint}".encode())
     modified = datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat().replace("+00:00", "Z")
     return stat.st_size, digest.hexdigest(), modified
 
 
-def listed(engine: Engine, name: str) -> dict[str, Any]:
+def listed(model: ModelDescription) -> dict[str, Any]:
     """The model as ``/api/tags`` lists it."""
-    size, digest, modified = _file(engine)
-    tagged = f"{name}:latest"
+    size, digest, modified = _file(model)
+    tagged = f"{model.served_name}:latest"
     return {
         "name": tagged,
         "model": tagged,
         "modified_at": modified,
         "size": size,
         "digest": digest,
-        "details": _details(engine),
+        "details": _details(model),
     }
 
 
-def running(engine: Engine, name: str) -> dict[str, Any]:
+def running(model: ModelDescription) -> dict[str, Any]:
     """The model as ``/api/ps`` lists it: loaded for as long as the server runs."""
-    entry = listed(engine, name)
+    entry = listed(model)
     del entry["modified_at"]
-    return {**entry, "expires_at": "2999-12-31T00:00:00Z", "size_vram": 0, "context_length": engine.backend.n_ctx}
+    return {**entry, "expires_at": "2999-12-31T00:00:00Z", "size_vram": 0, "context_length": model.n_ctx}
 
 
-def show(engine: Engine) -> dict[str, Any]:
+def show(model: ModelDescription) -> dict[str, Any]:
     """``/api/show``: the template, the parameters, and the capabilities strict clients check."""
-    info = engine.backend.info
+    info = model.info
     arch = info.architecture
-    _, _, modified = _file(engine)
-    parameters = [f"temperature {engine.preset.temperature:g}", f"num_ctx {engine.backend.n_ctx}"]
+    _, _, modified = _file(model)
+    parameters = [f"temperature {model.temperature:g}", f"num_ctx {model.n_ctx}"]
     return {
         "modelfile": f"FROM {info.path}\n",
         "parameters": "\n".join(parameters),
-        "template": engine.backend.chat_template or "",
+        "template": model.chat_template,
         "license": "",
-        "details": _details(engine),
+        "details": _details(model),
         "model_info": {
             "general.architecture": arch,
             "general.name": info.name,
@@ -423,6 +423,9 @@ class OllamaWriter:
 
     def thinking(self, piece: Piece) -> list[str]:
         return [self._line({**self._part("", piece.thinking), "done": False})]
+
+    def keepalive(self) -> list[str]:
+        return []  # NDJSON has no keep-alive line
 
     def answer(self, piece: Piece) -> list[str]:
         return [self._line({**self._part(piece.answer, None, piece.answer_logprobs), "done": False})]

@@ -9,7 +9,6 @@ value is a 400 naming the request's own parameter. Responses are built only from
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Annotated, Any, Literal
@@ -26,12 +25,18 @@ from lynx_edge.serve.wire import (
     LynxOptions,
     Number,
     Piece,
+    Reasoning,
     Served,
     ThinkingAsked,
     call_arguments,
+    error_body,
     generation_options,
+    last_turn_check,
+    logprob_entries,
     lynx_stats,
     refuse_present,
+    sse,
+    tool_fields,
     validate,
 )
 
@@ -44,17 +49,6 @@ UNSUPPORTED = (
     "prediction",
     "web_search_options",
 )
-
-
-def error_body(error: ApiError) -> dict[str, Any]:
-    """OpenAI's error shape (the Responses door uses it too)."""
-    return {"error": {"message": error.message, "type": error.kind, "param": error.param, "code": error.code}}
-
-
-def sse(data: dict[str, Any], event: str | None = None) -> str:
-    """One server-sent event (``event:`` named for the APIs that name theirs)."""
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
 class TextPart(BaseModel):
@@ -98,7 +92,9 @@ class Message(BaseModel):
         return {"role": "system" if self.role == "developer" else self.role, "content": text}
 
 
-class FunctionTool(BaseModel):
+class ChatFunction(BaseModel):
+    """A chat tool's ``function``: its name, what it does, its arguments' schema."""
+
     model_config = ConfigDict(extra="ignore")
     name: StrictStr
     description: StrictStr = ""
@@ -111,7 +107,7 @@ class FunctionTool(BaseModel):
 
 class WireTool(BaseModel):
     type: Literal["function"]
-    function: FunctionTool
+    function: ChatFunction
 
 
 class NamedFunction(BaseModel):
@@ -140,16 +136,6 @@ class ResponseFormat(BaseModel):
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
     include_usage: StrictBool = False
-
-
-class Reasoning(BaseModel):
-    """OpenRouter's ``reasoning`` object."""
-
-    model_config = ConfigDict(extra="ignore")
-    effort: Effort | None = None
-    max_tokens: StrictInt | None = None
-    exclude: StrictBool = False
-    enabled: StrictBool | None = None
 
 
 class Thinking(BaseModel):
@@ -248,11 +234,8 @@ class ChatRequest(BaseModel):
     def tool_fields(self) -> dict[str, Any]:
         """``tools``, ``tool_choice`` and ``parallel_tool_calls`` in the options' terms."""
         choice = self.tool_choice
-        return {
-            "tools": [t.function.declared() for t in self.tools or []],
-            "tool_choice": choice.function.name if isinstance(choice, NamedChoice) else choice or "auto",
-            "parallel_tool_calls": self.parallel_tool_calls,
-        }
+        named = choice.function.name if isinstance(choice, NamedChoice) else choice
+        return tool_fields([t.function.declared() for t in self.tools or []], named, self.parallel_tool_calls)
 
     def options(self, defaults: GenerationOptions | None = None) -> GenerationOptions:
         """The request in the engine's terms, over the server's ``defaults`` (its --alpha and
@@ -299,13 +282,7 @@ def parse_request(body: Any) -> ChatRequest:
     if isinstance(body, dict):
         refuse_present(body, UNSUPPORTED)
     request = validate(ChatRequest, body)
-    if request.messages[-1].role == "assistant":
-        raise ApiError(
-            400,
-            "the last message must come from the user, a tool or the system",
-            param="messages",
-            code="invalid_value",
-        )
+    last_turn_check(request.chat(), "the last message must come from the user, a tool or the system", "messages")
     return request
 
 
@@ -332,19 +309,6 @@ def usage(result: GenerationResult) -> dict[str, Any]:
         "prompt_tokens_details": {"cached_tokens": t.cached},
         "completion_tokens_details": {"reasoning_tokens": t.thinking},
     }
-
-
-def logprob_entries(items: list[TokenLogprob]) -> list[dict[str, Any]]:
-    """OpenAI's ``logprobs.content[]`` entries."""
-    return [
-        {
-            "token": lp.text,
-            "logprob": lp.logprob,
-            "bytes": list(lp.bytes),
-            "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode("utf-8"))} for t, v in lp.top],
-        }
-        for lp in items
-    ]
 
 
 class Completion:
@@ -392,6 +356,9 @@ class Completion:
     def thinking(self, piece: Piece) -> list[str]:
         delta = {"reasoning_content": piece.thinking, "reasoning": piece.thinking}
         return [sse(self.chunk(delta, reasoning_lp=list(piece.thinking_logprobs)))]
+
+    def keepalive(self) -> list[str]:
+        return []  # SSE has no keep-alive event the OpenAI clients read
 
     def answer(self, piece: Piece) -> list[str]:
         return [sse(self.chunk({"content": piece.answer}, answer_lp=list(piece.answer_logprobs)))]

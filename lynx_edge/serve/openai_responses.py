@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from lynx_edge.events import GenerationResult, TokenLogprob, ToolCall
 from lynx_edge.runtime.options import GenerationOptions
 from lynx_edge.runtime.tool_calls import assistant_turn, calls_of, tool_turn
-from lynx_edge.serve.openai_chat import Reasoning, sse  # the same reasoning object
 from lynx_edge.serve.wire import (
     ApiError,
     Ask,
@@ -27,12 +26,17 @@ from lynx_edge.serve.wire import (
     LynxOptions,
     Number,
     Piece,
+    Reasoning,
     Served,
     ThinkingAsked,
     call_arguments,
     generation_options,
+    last_turn_check,
     lynx_stats,
+    reasoning_summary,
     refuse_present,
+    sse,
+    tool_fields,
     unsupported,
     validate,
 )
@@ -62,7 +66,9 @@ class Item(BaseModel):
     output: StrictStr | None = None
 
 
-class FunctionTool(BaseModel):
+class ResponsesFunction(BaseModel):
+    """A Responses tool of type ``function`` (name, description and parameters at its top level)."""
+
     model_config = ConfigDict(extra="ignore")
     type: Literal["function"]
     name: StrictStr
@@ -105,7 +111,7 @@ class ResponsesRequest(BaseModel):
     text: Text | None = None
     stream: StrictBool = False
     store: StrictBool | None = None
-    tools: list[FunctionTool] | None = None
+    tools: list[ResponsesFunction] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedFunction | None = None
     parallel_tool_calls: StrictBool = True
     lynx: LynxOptions | None = None
@@ -113,11 +119,8 @@ class ResponsesRequest(BaseModel):
     def tool_fields(self) -> dict[str, Any]:
         """``tools``, ``tool_choice`` and ``parallel_tool_calls`` in the options' terms."""
         choice = self.tool_choice
-        return {
-            "tools": [t.declared() for t in self.tools or []],
-            "tool_choice": choice.name if isinstance(choice, NamedFunction) else choice or "auto",
-            "parallel_tool_calls": self.parallel_tool_calls,
-        }
+        named = choice.name if isinstance(choice, NamedFunction) else choice
+        return tool_fields([t.declared() for t in self.tools or []], named, self.parallel_tool_calls)
 
     def chat(self) -> list[dict[str, Any]]:
         chat: list[dict[str, Any]] = [{"role": "system", "content": self.instructions}] if self.instructions else []
@@ -144,10 +147,7 @@ class ResponsesRequest(BaseModel):
             else:
                 content = item.content or ""
             chat.append({"role": "system" if item.role == "developer" else item.role, "content": content})
-        if not chat or chat[-1]["role"] == "assistant":
-            raise ApiError(
-                400, "the last input item must be a user or system message, or a call's output", param="input"
-            )
+        last_turn_check(chat, "the last input item must be a user or system message, or a call's output", "input")
         return chat
 
     def json_schema(self) -> dict[str, Any] | None:
@@ -251,7 +251,10 @@ class ResponseWriter:
             "output": output,
             "parallel_tool_calls": request.parallel_tool_calls,
             "previous_response_id": None,
-            "reasoning": {"effort": request.reasoning.effort if request.reasoning else None, "summary": None},
+            "reasoning": {
+                "effort": request.reasoning.effort if request.reasoning else None,
+                "summary": request.reasoning.summary if request.reasoning else None,
+            },
             "store": False,
             "temperature": request.temperature,
             "text": {
@@ -279,9 +282,30 @@ class ResponseWriter:
             }
         return body
 
+    @property
+    def summary(self) -> str | None:
+        """The reasoning summary asked for (``reasoning.summary``), by ``reasoning_summary``'s rule."""
+        return reasoning_summary(self.thought, self.request.reasoning.summary if self.request.reasoning else None)
+
     def _reasoning_item(self, status: str) -> dict[str, Any]:
         content = [{"type": "reasoning_text", "text": self.thought}] if status != "in_progress" else []
-        return {"id": self.reasoning_id, "type": "reasoning", "summary": [], "content": content, "status": status}
+        summary = self.summary if status != "in_progress" else None
+        parts = [{"type": "summary_text", "text": summary}] if summary else []
+        return {"id": self.reasoning_id, "type": "reasoning", "summary": parts, "content": content, "status": status}
+
+    def _summary_events(self) -> list[str]:
+        """The summary's part as the Responses stream writes it: added, its text, done."""
+        summary = self.summary
+        if not summary:
+            return []
+        at = {"item_id": self.reasoning_id, "output_index": self.items - 1, "summary_index": 0}
+        part = {"type": "summary_text", "text": summary}
+        return [
+            self._event("response.reasoning_summary_part.added", **at, part={"type": "summary_text", "text": ""}),
+            self._event("response.reasoning_summary_text.delta", **at, delta=summary),
+            self._event("response.reasoning_summary_text.done", **at, text=summary),
+            self._event("response.reasoning_summary_part.done", **at, part=part),
+        ]
 
     def _message_item(self, status: str, logprobs: list[TokenLogprob] | None = None) -> dict[str, Any]:
         text = {"type": "output_text", "text": self.said, "annotations": [], "logprobs": _logprobs(logprobs or [])}
@@ -299,6 +323,7 @@ class ResponseWriter:
                     content_index=0,
                     text=self.thought,
                 ),
+                *self._summary_events(),
                 self._event(
                     "response.output_item.done", output_index=self.items - 1, item=self._reasoning_item("completed")
                 ),
@@ -343,6 +368,9 @@ class ResponseWriter:
         self.thought += piece.thinking
         delta = {"item_id": self.reasoning_id, "output_index": self.items - 1, "content_index": 0}
         return [*frames, self._event("response.reasoning_text.delta", **delta, delta=piece.thinking)]
+
+    def keepalive(self) -> list[str]:
+        return []  # the Responses stream has no keep-alive event
 
     def answer(self, piece: Piece) -> list[str]:
         frames = self._open_message()

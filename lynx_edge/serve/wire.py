@@ -13,13 +13,13 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from lynx_edge.errors import SettingError
 from lynx_edge.events import AnswerDelta, Done, Reply, ThinkingDelta, TokenLogprob
-from lynx_edge.runtime.options import EFFORT_ALPHA, Effort, GenerationOptions
+from lynx_edge.runtime.options import Effort, GenerationOptions, effort_asks
 from lynx_edge.runtime.rules import PROMISE_SENTENCES
 
 log = logging.getLogger("lynx_edge.serve")
@@ -50,6 +50,43 @@ class ApiError(Exception):
         self.kind = kind
 
 
+def error_body(error: ApiError) -> dict[str, Any]:
+    """OpenAI's error shape (both OpenAI doors, and the server's own errors)."""
+    return {"error": {"message": error.message, "type": error.kind, "param": error.param, "code": error.code}}
+
+
+def sse(data: dict[str, Any], event: str | None = None) -> str:
+    """One server-sent event (``event:`` named for the APIs that name theirs)."""
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def logprob_entries(items: list[TokenLogprob]) -> list[dict[str, Any]]:
+    """OpenAI's ``logprobs.content[]`` entries."""
+    return [
+        {
+            "token": lp.text,
+            "logprob": lp.logprob,
+            "bytes": list(lp.bytes),
+            "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode("utf-8"))} for t, v in lp.top],
+        }
+        for lp in items
+    ]
+
+
+def last_turn_check(chat: list[dict[str, Any]], message: str, param: str) -> None:
+    """lynx-edge answers a turn; it does not continue a prefilled assistant turn: a 400 naming
+    the door's own field when the conversation ends with one (or is empty)."""
+    if not chat or chat[-1]["role"] == "assistant":
+        raise ApiError(400, message, param=param, code="invalid_value")
+
+
+def tool_fields(tools: list[dict[str, Any]], choice: str | None, parallel: bool) -> dict[str, Any]:
+    """A door's ``tools``, ``tool_choice`` (a mode, or the name of the tool to call) and
+    parallel calls, in the options' terms."""
+    return {"tools": tools, "tool_choice": choice or "auto", "parallel_tool_calls": parallel}
+
+
 def unsupported(name: str, what: str = "lynx-edge") -> ApiError:
     return ApiError(
         400,
@@ -72,6 +109,31 @@ class LynxOptions(BaseModel):
     loop_guard: StrictBool | None = None
     exit_style: StrictStr | None = None
     promise: StrictStr | None = None
+
+
+class Reasoning(BaseModel):
+    """OpenRouter's ``reasoning`` object (the chat door), and the Responses API's."""
+
+    model_config = ConfigDict(extra="ignore")
+    effort: Effort | None = None
+    max_tokens: StrictInt | None = None
+    exclude: StrictBool = False
+    enabled: StrictBool | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None  # the Responses API's
+
+
+def reasoning_summary(thinking: str, kind: str | None) -> str | None:
+    """The reasoning summary a client asked for, by a stated rule (a local model does not
+    write a second text to summarise its first): ``auto`` and ``detailed`` give the whole
+    thinking; ``concise`` its last paragraph, where the model states what it concluded.
+    None when no summary was asked for or there was no thinking."""
+    text = thinking.strip()
+    if kind is None or not text:
+        return None
+    if kind == "concise":
+        paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+        return paragraphs[-1]
+    return text
 
 
 class ThinkingAsked(BaseModel):
@@ -130,8 +192,9 @@ def generation_options(
     options' schema, and a bad one is a 400 naming the request's own parameter
     (``wire_names`` maps option fields to it) and the message says that name too."""
     lynx = lynx or LynxOptions()
-    alpha = lynx.alpha if lynx.alpha is not None else EFFORT_ALPHA.get(asked.effort or "", defaults.alpha)
-    exit_policy = "none" if not lynx.enabled or asked.effort == "max" else (lynx.exit or defaults.exit)
+    exits, effort_alpha = effort_asks(asked.effort, defaults.alpha)
+    alpha = lynx.alpha if lynx.alpha is not None else effort_alpha
+    exit_policy = "none" if not lynx.enabled or not exits else (lynx.exit or defaults.exit)
     try:
         return defaults.but(
             exit=exit_policy,
@@ -274,6 +337,11 @@ class Writer(Protocol):
     def opening(self) -> list[str]: ...
 
     def thinking(self, piece: Piece) -> list[str]: ...
+
+    def keepalive(self) -> list[str]:
+        """Frames while the thinking runs unseen (a client that does not show it still hears
+        the stream is alive); [] where the API has no such frame."""
+        ...
 
     def answer(self, piece: Piece) -> list[str]: ...
 

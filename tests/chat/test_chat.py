@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from lynx_edge.chat.app import DRAIN_SECONDS, ChatApp, next_drain_delay, step_level
+from lynx_edge.chat.app import ChatApp
+from lynx_edge.chat.replies import DRAIN_SECONDS, next_drain_delay
 from lynx_edge.chat.screens import CompareScreen, HelpScreen, HistoryScreen
+from lynx_edge.chat.settings import step_level
 from lynx_edge.chat.store import ChatStore
 from lynx_edge.chat.view import LIVE_LINES, AssistantMessage, UserMessage
 from lynx_edge.cli import main
@@ -80,10 +82,10 @@ async def until(pilot, condition, timeout: float = 600.0) -> None:
 
 
 def _state(app: ChatApp) -> str:
-    turn = app.turn
+    turn = app.chat.turn
     view = turn.view if turn else None
     return (
-        f"screen={type(app.screen).__name__} answering={app.answering} "
+        f"screen={type(app.screen).__name__} answering={app.chat.answering} "
         f"finished={turn.finished.is_set() if turn else None} result={view.result if view else None} "
         f"thinking={view.thinking_plain[-200:] if view else ''!r}"
     )
@@ -94,18 +96,18 @@ async def ready(pilot) -> None:
 
 
 async def ask(pilot, text: str = PROMPT) -> AssistantMessage:
-    before = pilot.app.turn
+    before = pilot.app.chat.turn
     pilot.app.query_one("#prompt").value = text
     await pilot.press("enter")
-    await until(pilot, lambda: pilot.app.turn is not before)
-    return pilot.app.turn.view
+    await until(pilot, lambda: pilot.app.chat.turn is not before)
+    return pilot.app.chat.turn.view
 
 
 async def first_answer(pilot) -> AssistantMessage:
     """Wait for the model, ask PROMPT, and wait until the reply and its worker are done."""
     await ready(pilot)
     view = await ask(pilot)
-    await until(pilot, lambda: view.result is not None and pilot.app.running.shown)
+    await until(pilot, lambda: view.result is not None and pilot.app.chat.feed.running.shown)
     return view
 
 
@@ -140,12 +142,12 @@ async def test_escape_cancels_keeps_text_and_the_app_stays_usable(smol: Path, tm
         view = await ask(pilot, LONG_PROMPT)
         await until(pilot, lambda: len(view.thinking_plain) > 20)
         await pilot.press("escape")
-        await until(pilot, lambda: view.result is not None and app.running.shown)
+        await until(pilot, lambda: view.result is not None and app.chat.feed.running.shown)
         assert view.result.finish_reason == "cancelled"
         assert not view.result.exited and all(c.decision == "off" for c in view.reply.cues)
         kept = view.thinking_plain
         assert kept.strip() == view.result.thinking  # what streamed is what the result holds
-        stored = app.store.messages(app.chat_id)
+        stored = app.store.messages(app.chat.chat_id)
         assert stored[1].thinking == kept  # what was written is in the history
         second = await ask(pilot, "What is 2 + 2?")
         await until(pilot, lambda: second.result is not None)
@@ -163,7 +165,7 @@ async def test_thinking_streams_as_a_live_tail_and_quitting_saves_every_token(sm
         assert len(lines) == LIVE_LINES  # only the newest lines while it streams
         words = " ".join(lines).split()
         assert words == view.block.shown.split()[-len(words) :]
-        chat_id = app.chat_id
+        chat_id = app.chat.chat_id
         await pilot.press("ctrl+q")  # quit mid-answer
     assert view.result is not None and view.result.finish_reason == "cancelled"
     stored = ChatStore(tmp_path / "chats.sqlite3").messages(chat_id)
@@ -215,9 +217,9 @@ async def test_history_reopens_a_saved_chat_and_exports_it(smol: Path, tmp_path:
         assert messages(app) == [PROMPT, "assistant"]
         reopened = app.query(AssistantMessage).first()
         await until(pilot, lambda: reopened.answer == answer)
-        assert app.history[-1] == {"role": "assistant", "content": view.result.answer}
+        assert app.chat.history[-1] == {"role": "assistant", "content": view.result.answer}
         await pilot.press("f7")
-        exported = (tmp_path / f"lynx-chat-{app.chat_id}.md").read_text()
+        exported = (tmp_path / f"lynx-chat-{app.chat.chat_id}.md").read_text()
         assert f"## You\n\n{PROMPT}" in exported and answer in exported and "tok/s" in exported
 
 
@@ -279,7 +281,7 @@ async def test_prompt_longer_than_the_context_keeps_the_typed_text(smol: Path, t
         await pilot.press("enter")
         assert app.query_one("#prompt").value == huge
         assert any("context" in n for n in app.notices)
-        assert app.chat_id is None and not app.query_one("#log").children
+        assert app.chat.chat_id is None and not app.query_one("#log").children
 
 
 ANSI = re.compile(rb"\x1b(\[[0-9;?<>=]*[ -/]*[@-~]|\][^\x07]*\x07|[()][0-9A-Za-z]|[=>])")
@@ -370,17 +372,17 @@ async def test_a_tool_call_is_shown_and_answered_with_result(tmp_path: Path) -> 
     async with app.run_test() as pilot:
         await ready(pilot)
         view = await ask(pilot, "What is 8 * 23?")
-        await until(pilot, lambda: view.result is not None and pilot.app.running.shown)
+        await until(pilot, lambda: view.result is not None and pilot.app.chat.feed.running.shown)
         call = view.result.tool_calls[0]
-        assert call.name == "calculator" and app.pending_calls == [call]
+        assert call.name == "calculator" and app.chat.pending_calls == [call]
         assert "calculator(" in str(view.calls.render()) and "/result" in str(view.calls.render())
         second = await ask(pilot, "/result 184")
-        await until(pilot, lambda: second.result is not None and pilot.app.running.shown)
-        assert {"role": "tool", "tool_call_id": call.id, "name": "calculator", "content": "184"} in app.history
+        await until(pilot, lambda: second.result is not None and pilot.app.chat.feed.running.shown)
+        assert {"role": "tool", "tool_call_id": call.id, "name": "calculator", "content": "184"} in app.chat.history
         assert "result: 184" in messages(app)
-        chat_id = app.chat_id
+        chat_id = app.chat.chat_id
         app.open_chat(chat_id)
-        assert any(m.get("tool_calls") for m in app.history) and any(m["role"] == "tool" for m in app.history)
+        assert any(m.get("tool_calls") for m in app.chat.history) and any(m["role"] == "tool" for m in app.chat.history)
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,7 @@ async def palette(pilot, command: str) -> None:
 
 async def answered(pilot, text: str = PROMPT):
     view = await ask(pilot, text)
-    await until(pilot, lambda: view.result is not None and pilot.app.running.shown)
+    await until(pilot, lambda: view.result is not None and pilot.app.chat.feed.running.shown)
     return view
 
 
@@ -84,7 +84,7 @@ async def test_thinking_budget_and_effort_keys_change_the_next_reply(smol: Path,
         assert not app.settings.think and "thinking off" in app.sub_title
         view = await answered(pilot)
         assert view.result.tokens.thinking < 16 and view.answer  # answered without thinking it through
-        stored = app.store.messages(app.chat_id)[-1]
+        stored = app.store.messages(app.chat.chat_id)[-1]
         assert "thinking off" in stored.stats["settings"] and stored.stats["model"] == app.engine.model_name
         assert stored.stats["options"]["think"] is False and stored.stats["options"]["effort"] == "low"
         await pilot.press("ctrl+t")
@@ -133,19 +133,19 @@ async def test_header_meter_copy_regenerate_edit_and_system_prompt(smol: Path, t
         assert app.engine.model_name in app.clipboard and "thinking on" in app.clipboard
 
         await pilot.press("ctrl+r")  # regenerate: the old reply goes, a new one takes its place
-        await until(pilot, lambda: app.turn.view is not view and app.turn.view.result is not None)
-        await until(pilot, lambda: app.running.shown)
+        await until(pilot, lambda: app.chat.turn.view is not view and app.chat.turn.view.result is not None)
+        await until(pilot, lambda: app.chat.feed.running.shown)
         assert messages(app) == [PROMPT, "assistant"]
-        assert [m.role for m in app.store.messages(app.chat_id)] == ["user", "assistant"]
-        assert [m["role"] for m in app.history] == ["user", "assistant"]
+        assert [m.role for m in app.store.messages(app.chat.chat_id)] == ["user", "assistant"]
+        assert [m["role"] for m in app.chat.history] == ["user", "assistant"]
 
         await pilot.press("f9")  # edit the last prompt: back in the box
-        assert app.query_one("#prompt").value == PROMPT and app.editing
+        assert app.query_one("#prompt").value == PROMPT and app.chat.editing
         edited = "A pen costs 3 dollars. How much do 4 pens cost?"
         await answered(pilot, edited)
-        assert messages(app) == [edited, "assistant"] and not app.editing
-        assert [m.content for m in app.store.messages(app.chat_id) if m.role == "user"] == [edited]
-        assert app.history[0] == {"role": "user", "content": edited}
+        assert messages(app) == [edited, "assistant"] and not app.chat.editing
+        assert [m.content for m in app.store.messages(app.chat.chat_id) if m.role == "user"] == [edited]
+        assert app.chat.history[0] == {"role": "user", "content": edited}
 
         await pilot.press("f10")
         await until(pilot, lambda: isinstance(app.screen, AskScreen))
@@ -157,7 +157,7 @@ async def test_header_meter_copy_regenerate_edit_and_system_prompt(smol: Path, t
         sent = "".join(app.engine.token_texts(third.result.prompt_ids))
         assert "You are a careful math tutor." in sent
         await pilot.press("f7")
-        exported = (tmp_path / f"lynx-chat-{app.chat_id}.md").read_text()
+        exported = (tmp_path / f"lynx-chat-{app.chat.chat_id}.md").read_text()
         assert "## System prompt\n\nYou are a careful math tutor." in exported
         assert "<summary>Thought for" in exported and f"_{app.engine.model_name} · thinking on" in exported
 
@@ -206,18 +206,18 @@ async def test_every_palette_command_does_what_its_key_does(smol: Path, tmp_path
         await palette(pilot, "Copy message")
         assert "## Assistant" in app.clipboard
         await palette(pilot, "Regenerate")
-        await until(pilot, lambda: app.turn.view is not view and app.turn.view.result is not None)
-        await until(pilot, lambda: app.running.shown)
+        await until(pilot, lambda: app.chat.turn.view is not view and app.chat.turn.view.result is not None)
+        await until(pilot, lambda: app.chat.feed.running.shown)
         await palette(pilot, "Edit last prompt")
-        assert app.query_one("#prompt").value == PROMPT and app.editing
+        assert app.query_one("#prompt").value == PROMPT and app.chat.editing
         await pilot.press("escape")  # Esc: editing off, the exchange stays
-        assert not app.editing and messages(app) == [PROMPT, "assistant"]
+        assert not app.chat.editing and messages(app) == [PROMPT, "assistant"]
         await palette(pilot, "Compare")
         await until(pilot, lambda: isinstance(app.screen, CompareScreen))
         await until(pilot, lambda: app.screen.full_view.result is not None)
         await pilot.press("escape")
         await palette(pilot, "Export")
-        assert (tmp_path / f"lynx-chat-{app.chat_id}.md").is_file()
+        assert (tmp_path / f"lynx-chat-{app.chat.chat_id}.md").is_file()
 
 
 async def test_switching_the_model_mid_chat_goes_on_and_is_in_the_history(
@@ -233,10 +233,12 @@ async def test_switching_the_model_mid_chat_goes_on_and_is_in_the_history(
         assert f"model: {app.engine.model_name}" in note and "loaded in" in note
         second = await answered(pilot, "And how much do 5 shirts cost?")
         assert second.result.model == app.engine.model_name
-        assert second.result.guarantee and "at 90 % confidence" in str(
-            second.fold.title
-        )  # its own probe, calibrated so
-        assert app.history[:2] == [
+        # its own probe; the card was calibrated on single questions, so a second turn is an
+        # estimate, and the reply says why
+        assert second.result.probe and not second.result.guarantee
+        assert any("earlier turn" in why for why in second.result.estimate_because)
+        assert "estimated, not guaranteed" in str(second.fold.title)
+        assert app.chat.history[:2] == [
             {"role": "user", "content": PROMPT},
             {"role": "assistant", "content": first.result.answer},
         ]  # the conversation went on
@@ -246,12 +248,12 @@ async def test_switching_the_model_mid_chat_goes_on_and_is_in_the_history(
         app.load_model(str(tmp_path / "missing.gguf"))  # a file that is not there: said, the chat stays
         await until(pilot, lambda: app.loading is None)
         assert app.engine is engine and any("model file not found" in n for n in app.notices)
-        stored = app.store.messages(app.chat_id)
+        stored = app.store.messages(app.chat.chat_id)
         models = [m.stats["model"] for m in stored if m.role == "assistant"]
         assert models == [base_name, second.result.model]
         assert [m.role for m in stored] == ["user", "assistant", "note", "user", "assistant", "note"]
         await pilot.press("f7")
-        exported = (tmp_path / f"lynx-chat-{app.chat_id}.md").read_text()
+        exported = (tmp_path / f"lynx-chat-{app.chat.chat_id}.md").read_text()
         assert f"> model: {second.result.model}" in exported and f"_{base_name} · " in exported
 
 

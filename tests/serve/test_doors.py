@@ -177,6 +177,26 @@ def test_anthropic_stream_sends_a_thinking_block_then_a_text_block(claude: anthr
     assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0 and final.usage.input_tokens > 0
 
 
+def test_anthropic_stream_pings_while_the_thinking_runs_unseen(server: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No thinking asked for: the thinking still runs, unseen, and the stream says it is alive
+    with ``ping`` events meanwhile (here every piece of thinking; by default every 5 s)."""
+    monkeypatch.setattr("lynx_edge.serve.anthropic_messages.PING_SECONDS", 0.0)
+    body = {"model": MODEL, "max_tokens": 300, "messages": USER, "stream": True}
+    headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+    events, data = [], []
+    with httpx.stream("POST", f"{server['base']}/v1/messages", json=body, headers=headers, timeout=600) as r:
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                events.append(line.removeprefix("event: "))
+            elif line.startswith("data: "):
+                data.append(json.loads(line.removeprefix("data: ")))
+    first_block = events.index("content_block_start")
+    assert events.count("ping") > 1 and "ping" in events[2:first_block]  # beyond the opening ping
+    blocks = [d["content_block"]["type"] for d in data if d["type"] == "content_block_start"]
+    text = "".join(d["delta"].get("text", "") for d in data if d["type"] == "content_block_delta")
+    assert blocks == ["text"] and "16" in text and events[-1] == "message_stop"
+
+
 def test_anthropic_disabled_thinking_and_stop_sequences(claude: anthropic.Anthropic) -> None:
     message = claude.messages.create(
         model=MODEL,
@@ -251,6 +271,28 @@ def test_responses_stream_helper_accumulates_the_response(oai: openai.OpenAI) ->
             pass
         final = stream.get_final_response()
     assert "16" in final.output_text
+
+
+def test_responses_reasoning_summary_when_asked_and_only_then(oai: openai.OpenAI) -> None:
+    """Apps that show only summaries (LangChain's Responses path, Codex-style UIs) get one:
+    detailed/auto the whole thinking, concise its last paragraph; none unless asked for."""
+    plain = oai.responses.create(model=MODEL, input=QUESTION, max_output_tokens=300)
+    assert plain.output[0].summary == []
+    detailed = oai.responses.create(
+        model=MODEL, input=QUESTION, max_output_tokens=300, reasoning={"effort": "medium", "summary": "detailed"}
+    )
+    thinking = detailed.output[0].content[0].text
+    assert [p.type for p in detailed.output[0].summary] == ["summary_text"]
+    assert detailed.output[0].summary[0].text == thinking.strip() and detailed.reasoning.summary == "detailed"
+    with oai.responses.stream(
+        model=MODEL, input=QUESTION, max_output_tokens=300, reasoning={"summary": "concise"}
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    concise = final.output[0].summary[0].text
+    assert concise and concise in final.output[0].content[0].text
+    done = [e for e in events if e.type == "response.reasoning_summary_text.done"]
+    assert [e.text for e in done] == [concise] and "16" in final.output_text
 
 
 def test_responses_json_schema_format(oai: openai.OpenAI) -> None:
