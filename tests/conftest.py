@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import R1_SCRIPT, model_info
-from tiny_models import build_scripted_qwen2
+from helpers import PLAIN_SCRIPT, R1_SCRIPT, model_info
+from tiny_models import QWEN_VOCAB, build_scripted_qwen2
 
 from lynx_edge.runtime.model_files import packaged_file, preset_file
 from lynx_edge.runtime.model_info import ModelInfo
@@ -39,6 +39,14 @@ def isolated_dirs(tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyP
 def tiny_r1(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer random-weight qwen2 on the DeepSeek-R1-distill tokenizer and template."""
     return build_scripted_qwen2(tmp_path_factory.mktemp("models") / "tiny-r1.gguf", R1_SCRIPT)
+
+
+@pytest.fixture(scope="session")
+def plain_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random-weight qwen2 on the Qwen2.5 instruct tokenizer and template: a model
+    that does not think (scripted to answer ``PLAIN_ANSWER``)."""
+    path = tmp_path_factory.mktemp("models") / "tiny-qwen2.5-instruct.gguf"
+    return build_scripted_qwen2(path, PLAIN_SCRIPT, vocab_gguf=QWEN_VOCAB)
 
 
 @pytest.fixture(scope="session")

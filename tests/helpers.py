@@ -51,6 +51,11 @@ R1_SCRIPT = [
     "<｜end▁of▁sentence｜>",
 ]
 R1_THINKING = "Okay, so I need the sum. Wait let me check again: it is four Hmm yes right.\n"
+# A tiny model that does not think (the Qwen2.5 instruct vocabulary): its greedy reply, scripted
+PLAIN_SCRIPT = ["\n", "The", " answer", " is", " ", "4", "2", ".", "<|im_end|>"]
+PLAIN_ANSWER = "The answer is 42."
+PLAIN_QUESTION = "What is 6 times 7?"
+
 WAIT_INDEX, HMM_INDEX = R1_SCRIPT.index(" Wait") - 1, R1_SCRIPT.index(" Hmm") - 1
 ALWAYS, NEVER = 20.0, -20.0  # probe biases: p ≈ 1 and p ≈ 0
 

@@ -17,6 +17,7 @@ from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 R1_VOCAB = FIXTURES / "deepseek-r1-distill-qwen.vocab.gguf"
+QWEN_VOCAB = FIXTURES / "qwen2.5-coder-instruct.vocab.gguf"  # a plain instruct model: it does not think
 
 
 def _bytes_to_unicode() -> dict[int, str]:

@@ -42,7 +42,7 @@ def prepare_model(model: str | None) -> None:
         resolve_model(model)
 
 
-def load_engine(model, probe, no_probe, n_ctx, threads, probe_device, *, parallel: int = 1):  # noqa: ANN001, ANN201
+def load_engine(model, probe, no_probe, n_ctx, threads, probe_device, thinks, *, parallel: int = 1):  # noqa: ANN001, ANN201
     from lynx_edge.runtime.engine import Engine
 
     return Engine(
@@ -52,11 +52,12 @@ def load_engine(model, probe, no_probe, n_ctx, threads, probe_device, *, paralle
         n_threads=threads,
         parallel=parallel,
         probe_device=probe_device,
+        thinks={"auto": None, "yes": True, "no": False}[thinks],
     )
 
 
 def engine_args(kwargs: dict[str, Any]) -> tuple:
-    keys = ("model", "probe", "no_probe", "n_ctx", "threads", "probe_device")
+    keys = ("model", "probe", "no_probe", "n_ctx", "threads", "probe_device", "thinks")
     return tuple(kwargs.pop(k) for k in keys)
 
 

@@ -85,6 +85,14 @@ def model_options(func: F) -> F:
             N_CTX,
             THREADS,
             click.option(
+                "--thinks",
+                type=click.Choice(["auto", "yes", "no"]),
+                default="auto",
+                show_default=True,
+                help="Whether the model thinks before answering: auto judges by its chat template and tokenizer; "
+                "no serves it as a plain chat model (no forced <think>, no early exit).",
+            ),
+            click.option(
                 "--probe-device",
                 type=click.Choice(["auto", "cpu", "coreml"]),
                 default="auto",

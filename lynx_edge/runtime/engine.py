@@ -29,7 +29,7 @@ from lynx_edge.runtime.model_info import ModelDescription
 from lynx_edge.runtime.onnx_probe import OnnxProbe, ProbeDevice
 from lynx_edge.runtime.options import MAX_PARALLEL_CALLS, ExitStyle, FunctionTool, GenerationOptions, Mode, Promise
 from lynx_edge.runtime.policies import DEFAULT_LEVELS, DEFAULT_TRIAL, MAKE_PROBE_HINT, NoExit, ProbeExit, TrialExit
-from lynx_edge.runtime.presets import ModelPreset
+from lynx_edge.runtime.presets import ModelPreset, model_thinks
 from lynx_edge.runtime.probe_card import ProbeCard
 from lynx_edge.runtime.rules import Calibration, ExitRule, calibrated_levels, card_rules, select_rule
 from lynx_edge.runtime.scheduler import Scheduler
@@ -38,6 +38,7 @@ from lynx_edge.runtime.tool_use import ToolUse
 
 Messages = str | Sequence[dict[str, Any]]
 DEFAULT_ALPHA = 0.1
+DOES_NOT_THINK = "this model does not think: no early exit"
 NO_PROBE = f"early exits use the training-free policy, with no risk guarantee; {MAKE_PROBE_HINT}"
 DEFAULT_ANSWER_RESERVE = 64  # tokens kept for the answer under any token limit (or a quarter of it)
 BRANCH_CELLS = 256  # cache cells each slot keeps for trial answers and forced exits
@@ -55,11 +56,13 @@ class Engine:
         n_threads: int | None = None,
         parallel: int = 1,
         probe_device: ProbeDevice = "auto",
+        thinks: bool | None = None,
     ) -> None:
         """``probe="auto"`` uses the shipped probe made for exactly this model when there is
         one; ``None`` runs without a probe. ``parallel`` is how many generations a scheduler
         may run at once (each gets its own slot in the KV cache). ``probe_device`` says where
-        the probe runs (``onnx_probe.choose_provider``)."""
+        the probe runs (``onnx_probe.choose_provider``). ``thinks``: whether the model thinks
+        before answering (None: judged from its preset, chat template and tokenizer)."""
         if parallel < 1:
             raise SettingError(f"parallel must be at least 1, got {parallel}")
         resolved = resolve_model(model)
@@ -80,6 +83,13 @@ class Engine:
             capture_layers=card.layers if card else self.preset.feature_layers,
             capture_final=card.final_norm if card else True,
         )
+        has_think_token = len(self.backend.tokenize(self.preset.think_open)) == 1
+        self.thinks = (
+            model_thinks(self.preset, self.backend.chat_template, has_think_token) if thinks is None else thinks
+        )
+        if not self.thinks:  # nothing to exit from: served as a plain chat model
+            self.card, auto_card = None, None
+            self.notice = f"{DOES_NOT_THINK}; it is served as a plain chat model (thinking budgets do not apply)"
         self._settle_card(auto_card)
         # one probe per promise kind the card calibrates (each trained on its own label)
         self.probes: dict[str, OnnxProbe] = (
@@ -168,6 +178,8 @@ class Engine:
         """The exit policy ``options`` ask for, on this model, with thresholds from
         ``calibration`` (default: the card's first condition set's)."""
         kind = options.exit
+        if not self.thinks:
+            return NoExit(reason=DOES_NOT_THINK)
         if kind == "none":
             return NoExit()
         trial_card = self.card is not None and self.card.score == "trial"
@@ -209,7 +221,7 @@ class Engine:
         if not think:
             kwargs.update(self.preset.no_think_kwargs)
         text = self._render([*scaffold, *messages], tools, kwargs)
-        if not think and self.preset.no_think_kwargs:
+        if not self.thinks or (not think and self.preset.no_think_kwargs):
             return text
         if not text.rstrip().endswith(self.think_open):
             text += f"{self.think_open}\n"
@@ -283,7 +295,7 @@ class Engine:
         calibration, departures = self.card.calibration_for(request) if self.card else (None, [])
         policy = self.policy_for(options, calibration)
         departures = departures if policy.guarantee else []
-        reserve = answer_reserve(options, max_tokens)
+        reserve = answer_reserve(options, max_tokens) if self.thinks else 0  # a plain answer is never cut
         return Plan(
             prompt=prompt,
             max_tokens=max_tokens,
@@ -293,10 +305,10 @@ class Engine:
             exit_style=options.exit_style,
             measure_savings=options.measure_savings,
             think=options.think,
-            think_closed_in_prompt=not options.think and bool(self.preset.no_think_kwargs),
+            think_closed_in_prompt=not self.thinks or (not options.think and bool(self.preset.no_think_kwargs)),
             grammar=grammar,
             answer_reserve=reserve,
-            thinking_budget=options.thinking_budget,
+            thinking_budget=options.thinking_budget if self.thinks else None,  # nothing to budget
             loop_guard=options.loop_guard,
             logprobs=options.logprobs,
             top_logprobs=options.top_logprobs,
@@ -357,6 +369,7 @@ class Engine:
             b.chat_template or "",
             self.preset.name,
             self.preset.temperature,
+            self.thinks,
         )
 
     def cancel(self) -> None:

@@ -40,6 +40,7 @@ class ModelDescription:
     chat_template: str
     preset: str  # the preset's name ("generic": a GGUF with no preset)
     temperature: float
+    thinks: bool  # whether it thinks before answering (``presets.model_thinks``)
 
     @property
     def served_name(self) -> str:

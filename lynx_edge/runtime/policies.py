@@ -47,9 +47,10 @@ class NoExit:
     level: float | None = None
     mode: str | None = None
     rule: ExitRule | None = None
+    reason: str = "early exit off"  # why nothing exits: asked, or a model that does not think
 
     def describe(self) -> str:
-        return "none (early exit off)"
+        return f"none ({self.reason})"
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ class ModelPreset:
     top_p: float = 0.95
     template_kwargs: dict[str, object] = field(default_factory=dict)
     no_think_kwargs: dict[str, object] = field(default_factory=dict)  # the template's own thinking switch
+    thinks: bool | None = None  # None: judged from the chat template and tokenizer (``model_thinks``)
 
 
 _SMOL_SYSTEM = "You are a careful math tutor. Think step by step inside <think> </think>, then give the final answer."
@@ -134,6 +135,7 @@ PRESETS: dict[str, ModelPreset] = {
             n_ctx=2048,
             max_tokens=512,
             temperature=0.0,  # greedy: what it was evaluated with
+            thinks=True,  # the adapter taught it; SmolLM2's own template knows no think tags
         ),
         ModelPreset(
             name="smollm2-135m",
@@ -148,6 +150,7 @@ PRESETS: dict[str, ModelPreset] = {
             max_tokens=512,
             # a 135M model reasons far better greedily: ~15 % of MAWPS vs ~2 % at T 0.6
             temperature=0.0,
+            thinks=True,  # the scaffold's worked examples show it how
         ),
         *(
             ModelPreset(
@@ -199,6 +202,17 @@ GENERIC = ModelPreset(
     name="generic",
     description="any GGUF with a chat template: <think> tags, word cues, final-norm features",
 )
+
+
+def model_thinks(preset: ModelPreset, chat_template: str | None, has_think_token: bool) -> bool:
+    """Whether a model thinks before answering: its preset says so, else its chat template
+    writes or strips think tags, or its tokenizer has the open tag as one token (R1-distills,
+    Qwen3, QwQ do; Llama-3.x, Qwen2.5, Gemma, Mistral instruct do not). A model that does not
+    think is served as it is: no open tag forced after its prompt, no exits."""
+    if preset.thinks is not None:
+        return preset.thinks
+    template = chat_template or ""
+    return has_think_token or preset.think_open in template or preset.think_close in template
 
 
 def preset_for_file(file_name: str, model_name: str) -> ModelPreset:

@@ -357,7 +357,8 @@ class MessageWriter:
 
     def response(self, got: Collected) -> dict[str, Any]:
         reply = got.reply
-        content = [{"type": "thinking", "thinking": reply.thinking, "signature": ""}] if self.show_thinking else []
+        shown = self.show_thinking and reply.thinking  # a model that did not think has no thinking block
+        content = [{"type": "thinking", "thinking": reply.thinking, "signature": ""}] if shown else []
         calls = reply.result.tool_calls
         if got.answer or not calls:
             content.append({"type": "text", "text": got.answer})

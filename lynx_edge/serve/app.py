@@ -181,7 +181,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> Starle
     described = engine.describe()
     served = described.served_name
     names = (None, "default", served, f"{served}:latest")
-    model = Served(served, described.n_ctx)
+    model = Served(served, described.n_ctx, described.thinks)
 
     async def health(request: Request) -> JSONResponse:
         body: dict[str, Any] = {"status": "ready"}

@@ -265,6 +265,8 @@ class Route:
 
     def start(self, body: Any, defaults: GenerationOptions, served: Served) -> tuple[Ask, OllamaWriter]:
         request = self.parse(body)
+        if request.think not in (None, False) and not served.thinks:  # Ollama's own words and status
+            raise ApiError(400, f'"{request.model}" does not support thinking', param="think")
         tools: dict[str, Any] = {}
         if isinstance(request, ChatRequest):
             messages = [m.plain() for m in request.messages]
@@ -372,7 +374,7 @@ def show(model: ModelDescription) -> dict[str, Any]:
             f"{arch}.block_count": info.n_layer,
             "tokenizer.ggml.vocab_size": info.n_vocab,
         },
-        "capabilities": ["completion", "thinking", "tools"],
+        "capabilities": ["completion", "thinking", "tools"] if model.thinks else ["completion", "tools"],
         "modified_at": modified,
     }
 

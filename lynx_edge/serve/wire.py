@@ -152,6 +152,7 @@ class Served:
 
     name: str
     n_ctx: int
+    thinks: bool = True  # a model that does not think has no thinking to ask for
 
 
 @dataclass(frozen=True)
