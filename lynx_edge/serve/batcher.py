@@ -57,6 +57,7 @@ class Batcher:
         self.waiting: deque[Job] = deque()
         self.running = 0
         self.dropped = 0  # queued requests whose client left before they started
+        self.stopped = 0  # running generations stopped because their client left (or the server stops)
         self.active: set[Job] = set()  # started and not yet done
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -131,6 +132,7 @@ class Batcher:
         with self._lock:
             self.running -= 1
             self.active.discard(job)
+            self.stopped += job.cancelled.is_set()
         if error is not None:
             job.put(error if isinstance(error, LynxError) else RuntimeError(f"generation failed: {error!r}"))
         job.put(END)

@@ -34,8 +34,9 @@ def post(server: dict, body: object, **headers: str) -> httpx.Response:
     )
 
 
-def idle(server: dict, within: float) -> bool:
-    """The batcher has nothing running or queued within ``within`` seconds."""
+def idle(server: dict, within: float = 120) -> bool:
+    """The batcher has nothing running or queued (waited for, however long a loaded machine
+    takes to reach the next token; how fast is measured by the studies, not asserted here)."""
     batcher = server["app"].state.batcher
     deadline = time.monotonic() + within
     while batcher.pending and time.monotonic() < deadline:
@@ -341,6 +342,7 @@ def test_api_key_is_checked_everywhere_but_health(server: dict) -> None:
 
 
 def test_disconnect_mid_stream_frees_the_slot(server: dict, client: openai.OpenAI) -> None:
+    stopped = server["app"].state.batcher.stopped
     stream = client.chat.completions.create(
         model="smollm2-135m-reasoner",
         messages=[{"role": "user", "content": "Write a long story about a cat."}],
@@ -353,11 +355,12 @@ def test_disconnect_mid_stream_frees_the_slot(server: dict, client: openai.OpenA
         if i == 3:
             break
     stream.close()
-    assert idle(server, within=0.5)
+    assert idle(server) and server["app"].state.batcher.stopped == stopped + 1  # stopped, not run to its end
 
 
-def test_an_abandoned_non_streaming_request_stops_within_half_a_second(server: dict) -> None:
+def test_an_abandoned_non_streaming_request_is_stopped(server: dict) -> None:
     """A client that times out on a long request leaves no work behind."""
+    stopped = server["app"].state.batcher.stopped
     body = {
         "messages": [{"role": "user", "content": "Write a long story about a cat."}],
         "max_tokens": 100000,
@@ -367,10 +370,9 @@ def test_an_abandoned_non_streaming_request_stops_within_half_a_second(server: d
         httpx.post(
             f"{server['base']}/v1/chat/completions", json=body, timeout=1.0, headers={"Authorization": f"Bearer {KEY}"}
         )
-    assert idle(server, within=0.5)
-    start = time.monotonic()
+    assert idle(server) and server["app"].state.batcher.stopped == stopped + 1
     r = post(server, {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
-    assert r.status_code == 200 and time.monotonic() - start < 5
+    assert r.status_code == 200
 
 
 def test_a_queued_request_whose_client_left_never_starts(server: dict) -> None:
@@ -383,7 +385,10 @@ def test_a_queued_request_whose_client_left_never_starts(server: dict) -> None:
     }
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         busy = [pool.submit(post, server, long) for _ in range(3)]  # every slot taken
-        time.sleep(0.5)
+        deadline = time.monotonic() + 120
+        while batcher.running < 3:  # wait for the event, not the clock
+            assert time.monotonic() < deadline, "the three requests never all started"
+            time.sleep(0.02)
         with pytest.raises(httpx.TimeoutException):
             httpx.post(
                 f"{server['base']}/v1/chat/completions",
@@ -394,7 +399,7 @@ def test_a_queued_request_whose_client_left_never_starts(server: dict) -> None:
         assert len(batcher.waiting) == 1  # it waits for a slot …
         for f in busy:
             assert f.result().status_code == 200
-    assert idle(server, within=0.5)
+    assert idle(server)
     assert batcher.dropped == dropped + 1  # … and was dropped, not run, when one freed
 
 
@@ -415,7 +420,7 @@ def test_concurrent_clients_get_an_answer_or_a_clean_busy(server: dict, caplog: 
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         codes = list(pool.map(one, range(12)))
     assert codes.count(200) >= 7 and set(codes) <= {200, 503}  # 3 running + 4 queued at least
-    assert idle(server, within=5)
+    assert idle(server)
     assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
 
 
