@@ -182,11 +182,12 @@ def models() -> None:
     from lynx_edge.runtime.probe_card import ProbeCard
 
     for choice in available_models():
+        plain = "  · this model does not think: no early exit" if choice.thinks is False else ""
         if not choice.preset:
-            click.echo(f"  {Path(choice.name).name:32} {'':9} {choice.where}")
+            click.echo(f"  {Path(choice.name).name:32} {'':9} {choice.where}{plain}")
             continue
         mark = "*" if choice.default else " "
-        click.echo(f"{mark} {choice.name:32} {'probe ✓' if choice.probe else 'no probe':9} {choice.description}")
+        click.echo(f"{mark} {choice.name:32} {'probe ✓' if choice.probe else 'no probe':9} {choice.description}{plain}")
         click.echo(f"  {'':32} {'':9} {choice.where}")
         if choice.probe:
             click.echo(f"  {'':32} {'':9} probe runs on {probe_device_words(ProbeCard.load(choice.probe))}")

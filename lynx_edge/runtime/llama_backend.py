@@ -131,6 +131,24 @@ def model_params(gpu_layers: int = 999) -> L.llama_model_params:
     return params
 
 
+def template_and_token(path: str | Path, text: str) -> tuple[str | None, bool]:
+    """A GGUF's chat template, and whether ``text`` is one token of its vocabulary, read with
+    the vocabulary alone (no weights: milliseconds, whatever the file's size)."""
+    params = L.llama_model_default_params()
+    params.vocab_only = True
+    model = L.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise ModelError(f"llama.cpp could not read {path} (corrupt or unsupported GGUF)")
+    try:
+        template = L.llama_model_chat_template(model, None)
+        raw = text.encode()
+        buf = (L.llama_token * (len(raw) + 8))()
+        n = L.llama_tokenize(L.llama_model_get_vocab(model), raw, len(raw), buf, len(raw) + 8, False, True)
+        return (template.decode("utf-8", errors="replace") if template else None), n == 1
+    finally:
+        L.llama_model_free(model)
+
+
 def plain_llama(path: str | Path, **kwargs: object) -> llama_cpp.Llama:
     """llama-cpp-python's own ``Llama`` on ``path``, loaded with ``model_params`` and the same
     KV cache (Q8_0, flash attention): the reference benchmarks and tests compare against."""

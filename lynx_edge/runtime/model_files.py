@@ -18,7 +18,7 @@ import platformdirs
 
 from lynx_edge.errors import ModelError
 from lynx_edge.runtime.adapters import merged_model, merged_path
-from lynx_edge.runtime.presets import DEFAULT_PRESET, PRESETS, ModelPreset, preset_for_file
+from lynx_edge.runtime.presets import DEFAULT_PRESET, PRESETS, ModelPreset, model_thinks, preset_for_file
 
 APP = "lynx-edge"
 HUB_HOST = "huggingface.co"
@@ -164,6 +164,7 @@ class ModelChoice:
     probe: Path | None  # the shipped probe's directory
     preset: bool = True
     default: bool = False
+    thinks: bool | None = None  # None: not known until the file is there (a hub model not pulled yet)
 
 
 def available_models() -> list[ModelChoice]:
@@ -179,10 +180,24 @@ def available_models() -> list[ModelChoice]:
             where = f"{preset.package} + shipped adapter (merged on first use)"
         else:
             where = f"hub: {preset.hf_repo}/{preset.hf_file} (pulled on first use)"
+        thinks = preset.thinks if preset.thinks is not None else (file_thinks(local, preset) if local else None)
         choices.append(
-            ModelChoice(name, preset.description, where, default_probe(preset), default=name == DEFAULT_PRESET)
+            ModelChoice(
+                name, preset.description, where, default_probe(preset), default=name == DEFAULT_PRESET, thinks=thinks
+            )
         )
     cached = sorted(cache_dir().rglob("*.gguf")) if cache_dir().is_dir() else []
     for path in (p for p in cached if p not in known):
-        choices.append(ModelChoice(str(path), "a GGUF file in the model cache", str(path), None, preset=False))
+        thinks = file_thinks(path, preset_for_file(path.name, ""))
+        choices.append(
+            ModelChoice(str(path), "a GGUF file in the model cache", str(path), None, preset=False, thinks=thinks)
+        )
     return choices
+
+
+def file_thinks(path: Path, preset: ModelPreset) -> bool:
+    """Whether the model in a GGUF file thinks (``presets.model_thinks``), judged from its
+    vocabulary and chat template alone, without loading the weights."""
+    from lynx_edge.runtime.llama_backend import template_and_token  # libllama only when asked
+
+    return model_thinks(preset, *template_and_token(path, preset.think_open))

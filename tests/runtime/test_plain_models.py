@@ -9,6 +9,7 @@ answer — no forced ``<think>``, no exit, no reserve cut, budgets ignored — t
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,3 +62,15 @@ def test_run_prints_the_plain_answer(plain_model: Path) -> None:
     assert reply["answer"] == ANSWER and reply["thinking"] == "" and reply["exit"] is None
     forced = CliRunner().invoke(main, ["run", QUESTION, "--model", str(plain_model), "--thinks", "yes", "--json"])
     assert forced.exit_code == 0, forced.output
+
+
+def test_models_lists_it_as_one_that_does_not_think(plain_model: Path, tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "cache" / "models").mkdir(parents=True)
+    shutil.copy(plain_model, tmp_path / "cache" / "models" / plain_model.name)
+    monkeypatch.setenv("LYNX_EDGE_CACHE", str(tmp_path / "cache"))
+    result = CliRunner().invoke(main, ["models"])
+    assert result.exit_code == 0, result.output
+    listed = next(line for line in result.stdout.splitlines() if plain_model.name in line)
+    assert "this model does not think: no early exit" in listed
+    reasoner = next(line for line in result.stdout.splitlines() if "smollm2-135m-reasoner" in line)
+    assert "does not think" not in reasoner
