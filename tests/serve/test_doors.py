@@ -12,7 +12,7 @@ import httpx
 import ollama
 import openai
 import pytest
-from live import KEY, MODEL, QUESTION, SCHEMA
+from live import KEY, MODEL, ORIGIN, QUESTION, SCHEMA
 
 pytestmark = pytest.mark.clients
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -38,6 +38,11 @@ def raw(server: dict, path: str, body: object, **headers: str) -> httpx.Response
 
 
 USER = [{"role": "user", "content": QUESTION}]
+
+
+def served_level(server: dict, asked: float) -> float:
+    """The level the shipped card serves for ``asked``: its largest calibrated one at or below."""
+    return max(level for level in server["engine"].levels("per-answer") if level <= asked)
 GREEDY = {"temperature": 0, "num_predict": 300}
 
 
@@ -96,7 +101,8 @@ def test_ollama_generate_answers_a_prompt(olla: ollama.Client) -> None:
 def test_ollama_think_levels_pick_the_risk_level_and_stats_ride_along(server: dict) -> None:
     body = {"model": MODEL, "messages": USER, "think": "low", "stream": False, "options": GREEDY}
     reply = raw(server, "/api/chat", body).json()
-    assert reply["lynx"]["alpha"] == 0.2 and reply["lynx"]["policy"]
+    # "low" asks for α 0.2; the card serves its largest calibrated level at or below it
+    assert reply["lynx"]["alpha"] == served_level(server, 0.2) and reply["lynx"]["policy"]
 
 
 def test_ollama_load_requests_answer_at_once(olla: ollama.Client) -> None:
@@ -119,7 +125,13 @@ def test_ollama_curl_style_form_bodies_are_read(server: dict) -> None:
         content=body,
         headers={**AUTH, "Content-Type": "text/plain", "Origin": "https://evil.example"},
     )
-    assert from_a_page.status_code == 415 and "application/json" in from_a_page.json()["error"]
+    assert from_a_page.status_code == 403 and "may not call this server" in from_a_page.json()["error"]
+    from_a_local_page = httpx.post(
+        f"{server['base']}/api/generate",
+        content=body,
+        headers={**AUTH, "Content-Type": "text/plain", "Origin": ORIGIN},
+    )
+    assert from_a_local_page.status_code == 415 and "application/json" in from_a_local_page.json()["error"]
 
 
 @pytest.mark.parametrize(
@@ -219,7 +231,7 @@ def test_anthropic_disabled_thinking_and_stop_sequences(claude: anthropic.Anthro
     assert words[1] not in stopped.content[-1].text
 
 
-def test_anthropic_effort_and_output_format(claude: anthropic.Anthropic) -> None:
+def test_anthropic_effort_and_output_format(claude: anthropic.Anthropic, server: dict) -> None:
     message = claude.messages.create(
         model=MODEL,
         max_tokens=300,
@@ -227,7 +239,7 @@ def test_anthropic_effort_and_output_format(claude: anthropic.Anthropic) -> None
         output_config={"effort": "low", "format": {"type": "json_schema", "schema": SCHEMA}},
     )
     assert isinstance(json.loads(message.content[0].text)["answer"], int)
-    assert message.model_extra["lynx"]["alpha"] == 0.2
+    assert message.model_extra["lynx"]["alpha"] == served_level(server, 0.2)  # "low" asks for α 0.2
 
 
 def test_anthropic_errors_come_in_anthropics_shape(claude: anthropic.Anthropic, server: dict) -> None:
@@ -358,9 +370,15 @@ def test_every_door_stops_the_generation_of_a_client_that_left(server: dict, pat
 def test_every_door_checks_the_key_and_the_content_type_in_its_own_shape(server: dict, path: str, error_of) -> None:  # noqa: ANN001
     keyless = httpx.post(f"{server['base']}{path}", json=ENDLESS[path])
     assert keyless.status_code == 401 and "API key" in error_of(keyless.json())
-    typed = httpx.post(
+    typed = httpx.post(  # a "simple" request from an allowed page: no preflight, so the type is checked
+        f"{server['base']}{path}",
+        content=json.dumps(ENDLESS[path]),
+        headers={**AUTH, "Content-Type": "text/plain", "Origin": ORIGIN},
+    )
+    assert typed.status_code == 415 and "application/json" in error_of(typed.json())
+    foreign = httpx.post(
         f"{server['base']}{path}",
         content=json.dumps(ENDLESS[path]),
         headers={**AUTH, "Content-Type": "text/plain", "Origin": "https://evil.example"},
     )
-    assert typed.status_code == 415 and "application/json" in error_of(typed.json())
+    assert foreign.status_code == 403 and "may not call this server" in error_of(foreign.json())
