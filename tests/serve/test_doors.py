@@ -43,6 +43,8 @@ USER = [{"role": "user", "content": QUESTION}]
 def served_level(server: dict, asked: float) -> float:
     """The level the shipped card serves for ``asked``: its largest calibrated one at or below."""
     return max(level for level in server["engine"].levels("per-answer") if level <= asked)
+
+
 GREEDY = {"temperature": 0, "num_predict": 300}
 
 
