@@ -75,6 +75,11 @@ def checked_schema_option(name: str, *flags: str, **extra: Any) -> Callable[[F],
     return schema_option(name, *flags, callback=check, **extra)
 
 
+def auto_choice(flag: str, choices: tuple[str, ...], help: str) -> Callable[[F], F]:
+    """A flag that takes "auto" (the default: lynx-edge decides) or one of ``choices``."""
+    return click.option(flag, type=click.Choice(["auto", *choices]), default="auto", show_default=True, help=help)
+
+
 def model_options(func: F) -> F:
     """Options shared by every command that loads a model and probe."""
     return apply(
@@ -84,20 +89,16 @@ def model_options(func: F) -> F:
             NO_PROBE,
             N_CTX,
             THREADS,
-            click.option(
+            auto_choice(
                 "--thinks",
-                type=click.Choice(["auto", "yes", "no"]),
-                default="auto",
-                show_default=True,
-                help="Whether the model thinks before answering: auto judges by its chat template and tokenizer; "
+                ("yes", "no"),
+                "Whether the model thinks before answering: auto judges by its chat template and tokenizer; "
                 "no serves it as a plain chat model (no forced <think>, no early exit).",
             ),
-            click.option(
+            auto_choice(
                 "--probe-device",
-                type=click.Choice(["auto", "cpu", "coreml"]),
-                default="auto",
-                show_default=True,
-                help="Where the probe runs: auto keeps small probes on the CPU (faster than a CoreML "
+                ("cpu", "coreml"),
+                "Where the probe runs: auto keeps small probes on the CPU (faster than a CoreML "
                 "dispatch) and moves large ones to CoreML on macOS.",
             ),
         ],
